@@ -1,0 +1,217 @@
+/*
+ * attend.c - one tile of the attention: scores, scale/pse/mask, online softmax, P.V, output.
+ *
+ * For a (batch b, KV head h) and its G query heads n = h*G + g, per chunk of up to
+ * IFA__CHUNK_ROWS rows of a segment (kv_pages.h):
+ *
+ *   1. raw[g][i]  = q'[g] . K_row_i                          kernel qk (GQA: K read once for G)
+ *   2. s[g][i]    = scale * dequant(raw) + pse[b][n][pos]; -1e12 where mask[b][pos] != 0
+ *   3. online softmax update of (m, l, acc) (softmax_state.h); p[g][i] = exp(s - m)
+ *   4. acc[g]    += p'[g][i] * V_row_i                       kernel pv (V read once for G)
+ *
+ * int8 KV stays int8 in the kernels; the antiquant algebra is folded around them:
+ *   per-channel / per-tensor:  q . ((k + o) * c) = (q*c) . k + (q*c) . o   -> q' = q*c, bias
+ *                              sum p (v + o) * c = c * (sum p v + o * l)    -> applied at output
+ *   per-token (scalar c_t, o_t): q . ((k + o_t) c_t) = c_t (q . k + o_t sum q)
+ *                              sum p (v + o_t) c_t = sum (p c_t) v + sum p c_t o_t   -> voff
+ * Full quantisation (int8 query, SPEC.md 7): raw = q_i8 . k_i8 exactly (integers in float32),
+ * s = scale * dequant_scale1 * raw, and the P.V kernel receives p8 = sat_int8(rne(p * qs1)),
+ * quantised against the running maximum of the chunk, as the original's tiles do.
+ */
+#include "attend.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "convert.h"
+#include "kv_pages.h"
+#include "softmax_state.h"
+
+/* Scratch layout (floats): q'[G*D] | bias[G] | qsum[G] | p[G*CHUNK] | rowscale[CHUNK] */
+int64_t ifa__tile_scratch_floats(const ifa__problem *pb) {
+    return pb->G * pb->D + 2 * pb->G + pb->G * IFA__CHUNK_ROWS + IFA__CHUNK_ROWS;
+}
+
+static ifa__kv_kind kv_kind(ifa_dtype d) {
+    switch (d) {
+    case IFA_DTYPE_FLOAT16: return IFA__KV_F16;
+    case IFA_DTYPE_BFLOAT16: return IFA__KV_BF16;
+    case IFA_DTYPE_FLOAT32: return IFA__KV_F32;
+    default: return IFA__KV_I8;
+    }
+}
+
+static float load_view(const ifa__view3 *v, int64_t i0, int64_t i1, int64_t i2) {
+    const char *p = v->data + (i0 * v->s0 + i1 * v->s1 + i2 * v->s2) * (int64_t)ifa_dtype_size(v->dtype);
+    return (float)ifa__load_as_double(p, v->dtype);
+}
+
+/* Per-channel antiquant parameter i (0 key, 1 value) of channel (h, d); offset 0 if absent. */
+static float aq_scale(const ifa__problem *pb, int64_t i, int64_t h, int64_t d) {
+    return load_view(&pb->aq_scale, i, h, d);
+}
+static float aq_offset(const ifa__problem *pb, int64_t i, int64_t h, int64_t d) {
+    return pb->aq_offset.data ? load_view(&pb->aq_offset, i, h, d) : 0.0f;
+}
+
+/* q' and the key bias of the tile (see the file comment). */
+static void prepare_query(const ifa__problem *pb, int64_t b, int64_t h, float *qp, float *bias, float *qsum) {
+    const int64_t G = pb->G, D = pb->D;
+    for (int64_t g = 0; g < G; g++) {
+        const int64_t n = h * G + g;
+        double sum = 0.0, b_acc = 0.0;
+        for (int64_t d = 0; d < D; d++) {
+            float x = load_view(&pb->q, b, n, d);
+            sum += x;
+            if (pb->aq == IFA__AQ_PER_CHANNEL) {
+                x *= aq_scale(pb, 0, h, d);
+                b_acc += (double)x * aq_offset(pb, 0, h, d);
+            }
+            qp[g * D + d] = x;
+        }
+        bias[g] = (float)b_acc;
+        qsum[g] = (float)sum;
+    }
+}
+
+/* Step 2 for one chunk: raw scores -> final scores, in place. */
+static void finish_scores(const ifa__problem *pb, int64_t b, int64_t h, int64_t pos0, int64_t n,
+                          const float *bias, const float *qsum, float *s, int64_t ld) {
+    const int64_t G = pb->G;
+    const float scale = pb->full_quant ? pb->scale * pb->dequant_scale1 : pb->scale;
+    for (int64_t g = 0; g < G; g++) {
+        float *sg = s + g * ld;
+        if (pb->aq == IFA__AQ_PER_TOKEN) {
+            for (int64_t i = 0; i < n; i++) {
+                const float c = load_view(&pb->aq_scale, 0, b, pos0 + i);
+                const float o = pb->aq_offset.data ? load_view(&pb->aq_offset, 0, b, pos0 + i) : 0.0f;
+                sg[i] = scale * (c * (sg[i] + o * qsum[g]));
+            }
+        } else {
+            for (int64_t i = 0; i < n; i++) sg[i] = scale * (sg[i] + bias[g]);
+        }
+        if (pb->has_pse) {
+            const int64_t head = h * G + g;
+            for (int64_t i = 0; i < n; i++) sg[i] += load_view(&pb->pse, b, head, pos0 + i);
+        }
+    }
+    if (pb->has_mask) {
+        for (int64_t i = 0; i < n; i++) {
+            const char *m = pb->mask.data + b * pb->mask.s0 + (pos0 + i) * pb->mask.s1;
+            if (*m != 0)
+                for (int64_t g = 0; g < G; g++) s[g * ld + i] = -1e12f;
+        }
+    }
+}
+
+/* Step 3 for one chunk: updates the state and turns the scores into the weights for P.V. */
+static void softmax_update(const ifa__problem *pb, int64_t b, int64_t pos0, int64_t n, float *s, int64_t ld,
+                           float *state) {
+    const int64_t G = pb->G, D = pb->D;
+    float *m = ifa__state_m(state, G), *l = ifa__state_l(state, G), *voff = ifa__state_voff(state, G);
+    for (int64_t g = 0; g < G; g++) {
+        float *sg = s + g * ld;
+        float mx = m[g];
+        for (int64_t i = 0; i < n; i++) mx = sg[i] > mx ? sg[i] : mx;
+        const float alpha = m[g] == -INFINITY ? 0.0f : expf(m[g] - mx);
+        ifa__state_rescale(state, G, D, g, alpha);
+        m[g] = mx;
+        float sum = 0.0f;
+        for (int64_t i = 0; i < n; i++) {
+            const float p = expf(sg[i] - mx);
+            sum += p;
+            sg[i] = p;
+        }
+        l[g] += sum;
+        if (pb->full_quant) {
+            for (int64_t i = 0; i < n; i++) sg[i] = (float)ifa__sat_round_int8((double)sg[i] * pb->quant_scale1);
+        } else if (pb->aq == IFA__AQ_PER_TOKEN) {
+            float off_sum = 0.0f;
+            for (int64_t i = 0; i < n; i++) {
+                const float c = load_view(&pb->aq_scale, 1, b, pos0 + i);
+                const float o = pb->aq_offset.data ? load_view(&pb->aq_offset, 1, b, pos0 + i) : 0.0f;
+                sg[i] *= c;
+                off_sum += sg[i] * o;
+            }
+            voff[g] += off_sum;
+        }
+    }
+}
+
+void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h, int64_t t0,
+                      int64_t t1, float *state, float *scratch) {
+    const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
+    float *qp = scratch, *bias = qp + G * D, *qsum = bias + G, *s = qsum + G;
+    ifa__state_init(state, G, D);
+    if (t1 <= t0) return;
+    prepare_query(pb, b, h, qp, bias, qsum);
+
+    const ifa__kv_kind kind = kv_kind(pb->kv_dtype);
+    ifa__kv_cursor cur;
+    ifa__kv_segment seg;
+    ifa__kv_cursor_init(&cur, pb, b, h, t0, t1);
+    while (ifa__kv_cursor_next(&cur, &seg)) {
+        const ifa__kernel_table *kk = kt->needs_unit_d_stride && seg.k_d != 1 ? &ifa__kernels_ref : kt;
+        const ifa__kernel_table *kv = kt->needs_unit_d_stride && seg.v_d != 1 ? &ifa__kernels_ref : kt;
+        for (int64_t i0 = 0; i0 < seg.n; i0 += IFA__CHUNK_ROWS) {
+            const int64_t n = ifa__min64(IFA__CHUNK_ROWS, seg.n - i0);
+            const int64_t pos0 = seg.pos0 + i0;
+            const char *k = seg.k + i0 * seg.k_tok * pb->elem_size;
+            const char *v = seg.v + i0 * seg.v_tok * pb->elem_size;
+            kk->qk[kind](qp, G, D, k, seg.k_tok, seg.k_d, n, s, ld);
+            finish_scores(pb, b, h, pos0, n, bias, qsum, s, ld);
+            softmax_update(pb, b, pos0, n, s, ld, state);
+            kv->pv[kind](s, ld, G, D, v, seg.v_tok, seg.v_d, n, ifa__state_acc(state, G));
+        }
+    }
+}
+
+static void store_output(const ifa__problem *pb, int64_t b, int64_t n, int64_t d, double o) {
+    const ifa__view3 *ov = &pb->out;
+    char *p = (char *)ov->data + (b * ov->s0 + n * ov->s1 + d * ov->s2) * (int64_t)ifa_dtype_size(ov->dtype);
+    if (pb->int8_out) {
+        const double sc = load_view(&pb->oq_scale, n, d, 0);
+        const double off = pb->oq_offset.data ? load_view(&pb->oq_offset, n, d, 0) : 0.0;
+        *(int8_t *)p = ifa__sat_round_int8(o * sc + off);
+        return;
+    }
+    switch (ov->dtype) {
+    case IFA_DTYPE_FLOAT16: {
+        const uint16_t h = ifa__f32_to_f16((float)o);
+        memcpy(p, &h, sizeof h);
+        break;
+    }
+    case IFA_DTYPE_BFLOAT16: {
+        const uint16_t h = ifa__f32_to_bf16((float)o);
+        memcpy(p, &h, sizeof h);
+        break;
+    }
+    default: {
+        const float f = (float)o;
+        memcpy(p, &f, sizeof f);
+        break;
+    }
+    }
+}
+
+void ifa__write_output(const ifa__problem *pb, int64_t b, int64_t h, const float *state) {
+    const int64_t G = pb->G, D = pb->D;
+    for (int64_t g = 0; g < G; g++) {
+        const int64_t n = h * G + g;
+        const float l = state[G + g], voff = state[2 * G + g];
+        const float *acc = state + 3 * G + g * D;
+        for (int64_t d = 0; d < D; d++) {
+            double o = 0.0; /* no token: SPEC.md 5 says the output is 0 */
+            if (l > 0.0f || l != l) {
+                o = (double)acc[d] / l;
+                if (pb->full_quant)
+                    o *= pb->dequant_scale2;
+                else if (pb->aq == IFA__AQ_PER_CHANNEL)
+                    o = aq_scale(pb, 1, h, d) * (o + aq_offset(pb, 1, h, d));
+                else if (pb->aq == IFA__AQ_PER_TOKEN)
+                    o = ((double)acc[d] + voff) / l;
+            }
+            store_output(pb, b, n, d, o);
+        }
+    }
+}

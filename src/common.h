@@ -1,0 +1,54 @@
+/*
+ * common.h - internal helpers shared by every file of libifa: error reporting, checked integer
+ * arithmetic and the `ifa__` naming rule (internal but not static).
+ *
+ * Errors are reported by formatting a message into a thread-local buffer and returning a status;
+ * RETURN_ERROR_IF keeps each check on one line so validate.c reads like the list of rules it is.
+ */
+#ifndef IFA_COMMON_H
+#define IFA_COMMON_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "ifa.h"
+
+#if defined(__GNUC__)
+#define IFA__PRINTF(fmt_index, first_arg) __attribute__((format(printf, fmt_index, first_arg)))
+#define IFA__LIKELY(x) __builtin_expect(!!(x), 1)
+#define IFA__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define IFA__PRINTF(fmt_index, first_arg)
+#define IFA__LIKELY(x) (x)
+#define IFA__UNLIKELY(x) (x)
+#endif
+
+/* Records the message of the calling thread's last error and returns `status`. */
+ifa_status ifa__fail(ifa_status status, const char *fmt, ...) IFA__PRINTF(2, 3);
+/* Clears the calling thread's last error message. */
+void ifa__clear_error(void);
+
+#define RETURN_ERROR_IF(cond, status, ...)                                                    \
+    do {                                                                                      \
+        if (IFA__UNLIKELY(cond)) return ifa__fail((status), __VA_ARGS__);                     \
+    } while (0)
+
+#define RETURN_IF_ERROR(expr)                                                                 \
+    do {                                                                                      \
+        const ifa_status ifa__st_ = (expr);                                                   \
+        if (ifa__st_ != IFA_OK) return ifa__st_;                                              \
+    } while (0)
+
+/* Checked int64 arithmetic: return nonzero on overflow. */
+static inline int ifa__mul_overflow(int64_t a, int64_t b, int64_t *out) {
+    return __builtin_mul_overflow(a, b, out);
+}
+static inline int ifa__add_overflow(int64_t a, int64_t b, int64_t *out) {
+    return __builtin_add_overflow(a, b, out);
+}
+
+static inline int64_t ifa__min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t ifa__max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t ifa__ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+#endif /* IFA_COMMON_H */

@@ -1,0 +1,65 @@
+/*
+ * convert.h - scalar conversions between the storage dtypes and float, with round-to-nearest-even
+ * on every narrowing cast (SPEC.md 5: "cast with round-to-nearest-even").
+ *
+ * The conversions are bit manipulations rather than compiler casts so that they behave the same
+ * on every target, with or without hardware half-precision support.
+ */
+#ifndef IFA_CONVERT_H
+#define IFA_CONVERT_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "ifa.h"
+
+static inline float ifa__bits_to_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+static inline uint32_t ifa__f32_to_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* IEEE binary16 -> binary32, exact (subnormals, infinities and NaN included). */
+static inline float ifa__f16_to_f32(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    const uint32_t exp = (h >> 10) & 0x1Fu;
+    uint32_t mant = h & 0x3FFu;
+    if (exp == 0x1Fu) return ifa__bits_to_f32(sign | 0x7F800000u | (mant << 13));
+    if (exp != 0) return ifa__bits_to_f32(sign | ((exp + 112u) << 23) | (mant << 13));
+    if (mant == 0) return ifa__bits_to_f32(sign);
+    /* Subnormal half: value = mant * 2^-24, exactly representable as a float. */
+    const float magnitude = (float)mant * (1.0f / 16777216.0f);
+    return sign ? -magnitude : magnitude;
+}
+
+/* binary32 -> binary16 with round-to-nearest-even; overflow gives infinity, NaN stays NaN. */
+uint16_t ifa__f32_to_f16(float f);
+
+static inline float ifa__bf16_to_f32(uint16_t b) { return ifa__bits_to_f32((uint32_t)b << 16); }
+
+/* binary32 -> bfloat16 with round-to-nearest-even; NaN stays a (quiet) NaN. */
+static inline uint16_t ifa__f32_to_bf16(float f) {
+    const uint32_t u = ifa__f32_to_bits(f);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40u);
+    const uint32_t rounding = 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)((u + rounding) >> 16);
+}
+
+/* Reads one element of a float or integer dtype as a double (used for parameters, not in hot
+ * loops). uint64 is read as an integer; callers that want the Ascend "float bits in the low 32
+ * bits" form use ifa__load_scale(). */
+double ifa__load_as_double(const void *ptr, ifa_dtype dtype);
+
+/* A float32 scale given as float32/float16/bfloat16 (by value) or as uint64 whose low 32 bits are
+ * the bits of a float32 (the Ascend form of dequant/quant scales). */
+float ifa__load_scale(const void *ptr, ifa_dtype dtype);
+
+/* Saturating round-half-even cast of a double to int8. NaN gives 0. */
+int8_t ifa__sat_round_int8(double x);
+
+#endif /* IFA_CONVERT_H */

@@ -1,0 +1,13 @@
+/*
+ * cpu_features.h - which kernel table this process uses, decided once.
+ */
+#ifndef IFA_CPU_FEATURES_H
+#define IFA_CPU_FEATURES_H
+
+#include "common.h"
+#include "kernels/kernels.h"
+
+/* The chosen table, or an error (IFA_ISA names an ISA this CPU or build lacks). */
+ifa_status ifa__select_kernels(const ifa__kernel_table **table);
+
+#endif /* IFA_CPU_FEATURES_H */

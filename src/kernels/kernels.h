@@ -1,0 +1,56 @@
+/*
+ * kernels.h - the kernel families and the table the library calls them through.
+ *
+ * Two families do all the work that touches the KV cache, each for every KV storage dtype:
+ *
+ *   qk:  scores[g*ld + i]  = sum_d q[g*D + d] * K(i, d)            g < G, i < n
+ *   pv:  acc[g*D + d]     += sum_i p[g*ld + i] * V(i, d)           g < G, d < D
+ *
+ * where row i of K lives at k + i*row_stride (elements) and element d of a row at d*d_stride.
+ * One call covers the G query heads that share a KV head, so each K and V row is read once for
+ * all of them (GQA sharing). int8 rows are used raw: the caller folds the antiquant scale and
+ * offset into q, p and the final output (see attend.c), so a kernel only ever multiplies.
+ *
+ * A kernel includes only this header and its intrinsics: no allocation, no threads, no errors
+ * (its inputs were validated). The reference kernels (kernels/ref/) accept any d_stride; an ISA
+ * kernel may require d_stride == 1 and is only called then.
+ */
+#ifndef IFA_KERNELS_H
+#define IFA_KERNELS_H
+
+#include <stdint.h>
+
+typedef enum ifa__kv_kind {
+    IFA__KV_F16,
+    IFA__KV_BF16,
+    IFA__KV_F32,
+    IFA__KV_I8,
+    IFA__KV_KIND_COUNT
+} ifa__kv_kind;
+
+typedef void (*ifa__qk_fn)(const float *q, int64_t G, int64_t D, const void *k, int64_t row_stride,
+                           int64_t d_stride, int64_t n, float *scores, int64_t ld);
+
+typedef void (*ifa__pv_fn)(const float *p, int64_t ld, int64_t G, int64_t D, const void *v,
+                           int64_t row_stride, int64_t d_stride, int64_t n, float *acc);
+
+typedef struct ifa__kernel_table {
+    const char *isa; /* "ref", "avx2", "avx512" */
+    ifa__qk_fn qk[IFA__KV_KIND_COUNT];
+    ifa__pv_fn pv[IFA__KV_KIND_COUNT];
+    int needs_unit_d_stride; /* 1: use the reference kernels when d_stride != 1 */
+} ifa__kernel_table;
+
+/* The reference table: scalar C, always built, the oracle the ISA kernels are tested against. */
+extern const ifa__kernel_table ifa__kernels_ref;
+#if defined(IFA_HAVE_AVX2_KERNELS)
+extern const ifa__kernel_table ifa__kernels_avx2;
+#endif
+#if defined(IFA_HAVE_AVX512_KERNELS)
+extern const ifa__kernel_table ifa__kernels_avx512;
+#endif
+
+/* The table chosen for this CPU (or forced with IFA_ISA / ifa_set_isa), picked once. */
+const ifa__kernel_table *ifa__kernels(void);
+
+#endif /* IFA_KERNELS_H */

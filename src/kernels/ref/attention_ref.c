@@ -1,0 +1,65 @@
+/*
+ * attention_ref.c - the scalar reference kernels of kernels.h, for every KV dtype.
+ *
+ * Clear before fast: one loop nest per family, any strides. qk accumulates in double so the
+ * reference stays well inside the float32 tolerance of SPEC.md 11 even at long head sizes; pv
+ * accumulates in float32 like the state it updates. The ISA kernels are tested against these.
+ */
+#include <string.h>
+
+#include "../../convert.h"
+#include "../kernels.h"
+
+static inline float load_f16(const void *base, int64_t i) {
+    uint16_t h;
+    memcpy(&h, (const char *)base + i * 2, sizeof h);
+    return ifa__f16_to_f32(h);
+}
+static inline float load_bf16(const void *base, int64_t i) {
+    uint16_t h;
+    memcpy(&h, (const char *)base + i * 2, sizeof h);
+    return ifa__bf16_to_f32(h);
+}
+static inline float load_f32(const void *base, int64_t i) {
+    float f;
+    memcpy(&f, (const char *)base + i * 4, sizeof f);
+    return f;
+}
+static inline float load_i8(const void *base, int64_t i) { return (float)((const int8_t *)base)[i]; }
+
+/* One definition per dtype from a template, so the four stay identical but for the load. */
+#define IFA__DEFINE_REF_KERNELS(suffix, load)                                                         \
+    static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *k, int64_t row_stride,  \
+                            int64_t d_stride, int64_t n, float *scores, int64_t ld) {                 \
+        for (int64_t i = 0; i < n; i++) {                                                             \
+            for (int64_t g = 0; g < G; g++) {                                                         \
+                double sum = 0.0;                                                                     \
+                const float *qg = q + g * D;                                                          \
+                for (int64_t d = 0; d < D; d++)                                                       \
+                    sum += (double)qg[d] * (double)load(k, i * row_stride + d * d_stride);            \
+                scores[g * ld + i] = (float)sum;                                                      \
+            }                                                                                         \
+        }                                                                                             \
+    }                                                                                                 \
+    static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *v,          \
+                            int64_t row_stride, int64_t d_stride, int64_t n, float *acc) {            \
+        for (int64_t i = 0; i < n; i++) {                                                             \
+            for (int64_t g = 0; g < G; g++) {                                                         \
+                const float pi = p[g * ld + i];                                                       \
+                float *ag = acc + g * D;                                                              \
+                for (int64_t d = 0; d < D; d++) ag[d] += pi * load(v, i * row_stride + d * d_stride); \
+            }                                                                                         \
+        }                                                                                             \
+    }
+
+IFA__DEFINE_REF_KERNELS(f16, load_f16)
+IFA__DEFINE_REF_KERNELS(bf16, load_bf16)
+IFA__DEFINE_REF_KERNELS(f32, load_f32)
+IFA__DEFINE_REF_KERNELS(i8, load_i8)
+
+const ifa__kernel_table ifa__kernels_ref = {
+    .isa = "ref",
+    .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
+    .pv = {[IFA__KV_F16] = pv_f16, [IFA__KV_BF16] = pv_bf16, [IFA__KV_F32] = pv_f32, [IFA__KV_I8] = pv_i8},
+    .needs_unit_d_stride = 0,
+};

@@ -1,0 +1,148 @@
+/*
+ * threadpool.c - the persistent pool behind ifa__parallel_for().
+ *
+ * Workers are created lazily, the first time a loop wants them, and then sleep on a condition
+ * variable between loops (creating threads per call would cost tens of microseconds, more than a
+ * short decode step). One loop runs at a time: a second caller that finds the pool busy runs its
+ * loop serially instead of waiting, which keeps concurrent Python threads independent.
+ *
+ * Lifetime rule: a worker copies the job (fn, ctx, n) under the mutex and registers itself as a
+ * participant; the caller returns only when every item has finished and no participant remains,
+ * and a new job is published only when no participant of the old one remains. So a worker never
+ * runs an item of one job with the function or context of another.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "threadpool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define IFA__MAX_WORKERS 256
+
+typedef struct ifa__pool {
+    pthread_mutex_t mutex;
+    pthread_cond_t wake;     /* a new job was published */
+    pthread_cond_t finished; /* an item finished or a participant left */
+    pthread_mutex_t caller;  /* held by the one caller running a loop on the pool */
+    int n_workers;
+    unsigned long generation;
+    /* the current job */
+    ifa__parallel_fn fn;
+    void *ctx;
+    size_t n;
+    int active_workers; /* workers with index < this take part */
+    atomic_size_t next;
+    size_t done;
+    int participants;
+} ifa__pool;
+
+static ifa__pool pool = {
+    .mutex = PTHREAD_MUTEX_INITIALIZER,
+    .wake = PTHREAD_COND_INITIALIZER,
+    .finished = PTHREAD_COND_INITIALIZER,
+    .caller = PTHREAD_MUTEX_INITIALIZER,
+};
+
+/* Claims and runs items until none is left; returns how many this thread ran. */
+static size_t run_items(ifa__parallel_fn fn, void *ctx, size_t n, int thread) {
+    size_t ran = 0;
+    for (;;) {
+        const size_t i = atomic_fetch_add_explicit(&pool.next, 1, memory_order_relaxed);
+        if (i >= n) break;
+        fn(ctx, i, thread);
+        ran++;
+    }
+    return ran;
+}
+
+static void *worker_main(void *arg) {
+    const int index = (int)(size_t)arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&pool.mutex);
+    seen = pool.generation;
+    for (;;) {
+        while (pool.generation == seen) pthread_cond_wait(&pool.wake, &pool.mutex);
+        seen = pool.generation;
+        if (index >= pool.active_workers) continue;
+        const ifa__parallel_fn fn = pool.fn;
+        void *const ctx = pool.ctx;
+        const size_t n = pool.n;
+        pool.participants++;
+        pthread_mutex_unlock(&pool.mutex);
+        const size_t ran = run_items(fn, ctx, n, index + 1);
+        pthread_mutex_lock(&pool.mutex);
+        pool.done += ran;
+        pool.participants--;
+        pthread_cond_broadcast(&pool.finished);
+    }
+    return NULL;
+}
+
+/* Grows the pool to `wanted` workers (under pool.mutex); returns how many exist. */
+static int ensure_workers(int wanted) {
+    if (wanted > IFA__MAX_WORKERS) wanted = IFA__MAX_WORKERS;
+    while (pool.n_workers < wanted) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        const int rc = pthread_create(&thread, &attr, worker_main, (void *)(size_t)pool.n_workers);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) break; /* run with what we have */
+        pool.n_workers++;
+    }
+    return pool.n_workers;
+}
+
+static void run_serial(size_t n, ifa__parallel_fn fn, void *ctx) {
+    for (size_t i = 0; i < n; i++) fn(ctx, i, 0);
+}
+
+void ifa__parallel_for(size_t n, ifa__parallel_fn fn, void *ctx, int max_threads) {
+    if (n == 0) return;
+    if (n == 1 || max_threads <= 1 || pthread_mutex_trylock(&pool.caller) != 0) {
+        run_serial(n, fn, ctx);
+        return;
+    }
+    pthread_mutex_lock(&pool.mutex);
+    const size_t helpers_wanted = n - 1 < (size_t)(max_threads - 1) ? n - 1 : (size_t)(max_threads - 1);
+    const int workers = ensure_workers((int)helpers_wanted);
+    if (workers == 0) {
+        pthread_mutex_unlock(&pool.mutex);
+        pthread_mutex_unlock(&pool.caller);
+        run_serial(n, fn, ctx);
+        return;
+    }
+    while (pool.participants > 0) pthread_cond_wait(&pool.finished, &pool.mutex);
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.n = n;
+    pool.done = 0;
+    pool.active_workers = workers < (int)helpers_wanted ? workers : (int)helpers_wanted;
+    atomic_store_explicit(&pool.next, 0, memory_order_relaxed);
+    pool.generation++;
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.mutex);
+
+    const size_t ran = run_items(fn, ctx, n, 0);
+
+    pthread_mutex_lock(&pool.mutex);
+    pool.done += ran;
+    while (pool.done < n || pool.participants > 0) pthread_cond_wait(&pool.finished, &pool.mutex);
+    pthread_mutex_unlock(&pool.mutex);
+    pthread_mutex_unlock(&pool.caller);
+}
+
+int ifa__default_num_threads(void) {
+    const char *env = getenv("IFA_NUM_THREADS");
+    if (env != NULL && *env != '\0') {
+        char *end = NULL;
+        const long v = strtol(env, &end, 10);
+        if (end != env && *end == '\0' && v >= 1 && v <= 1024) return (int)v;
+    }
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus >= 1 && cpus <= 1024 ? (int)cpus : 1;
+}
