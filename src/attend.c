@@ -6,7 +6,7 @@
  *
  *   1. raw[g][i]  = q'[g] . K_row_i                          kernel qk (GQA: K read once for G)
  *   2. s[g][i]    = scale * dequant(raw) + pse[b][n][pos]; -1e12 where mask[b][pos] != 0
- *   3. online softmax update of (m, l, acc) (softmax_state.h); p[g][i] = exp(s - m)
+ *   3. online softmax update of (m, l, acc), p[g][i] = exp(s - m)   kernel softmax
  *   4. acc[g]    += p'[g][i] * V_row_i                       kernel pv (V read once for G)
  *
  * int8 KV stays int8 in the kernels; the antiquant algebra is folded around them:
@@ -27,9 +27,9 @@
 #include "kv_pages.h"
 #include "softmax_state.h"
 
-/* Scratch layout (floats): q'[G*D] | bias[G] | qsum[G] | p[G*CHUNK] | rowscale[CHUNK] */
+/* Scratch layout (floats): q'[G*D] | bias[G] | qsum[G] | alpha[G] | s[G*CHUNK] */
 int64_t ifa__tile_scratch_floats(const ifa__problem *pb) {
-    return pb->G * pb->D + 2 * pb->G + pb->G * IFA__CHUNK_ROWS + IFA__CHUNK_ROWS;
+    return pb->G * pb->D + 3 * pb->G + pb->G * IFA__CHUNK_ROWS;
 }
 
 static ifa__kv_kind kv_kind(ifa_dtype d) {
@@ -46,6 +46,12 @@ static float load_view(const ifa__view3 *v, int64_t i0, int64_t i1, int64_t i2) 
     return (float)ifa__load_as_double(p, v->dtype);
 }
 
+/* The factor of the raw dot product in the score: scale_value, times dequant_scale1 for an
+ * int8 query. */
+static float score_scale(const ifa__problem *pb) {
+    return pb->full_quant ? pb->scale * pb->dequant_scale1 : pb->scale;
+}
+
 /* Per-channel antiquant parameter i (0 key, 1 value) of channel (h, d); offset 0 if absent. */
 static float aq_scale(const ifa__problem *pb, int64_t i, int64_t h, int64_t d) {
     return load_view(&pb->aq_scale, i, h, d);
@@ -54,9 +60,12 @@ static float aq_offset(const ifa__problem *pb, int64_t i, int64_t h, int64_t d) 
     return pb->aq_offset.data ? load_view(&pb->aq_offset, i, h, d) : 0.0f;
 }
 
-/* q' and the key bias of the tile (see the file comment). */
+/* q' and the key bias of the tile (see the file comment). The score scale is folded into q'
+ * too (scale*(q.k) and (scale*q).k differ by rounding only), except for per-token antiquant,
+ * whose scale multiplies each score separately. */
 static void prepare_query(const ifa__problem *pb, int64_t b, int64_t h, float *qp, float *bias, float *qsum) {
     const int64_t G = pb->G, D = pb->D;
+    const float fold = pb->aq == IFA__AQ_PER_TOKEN ? 1.0f : score_scale(pb);
     for (int64_t g = 0; g < G; g++) {
         const int64_t n = h * G + g;
         double sum = 0.0, b_acc = 0.0;
@@ -65,20 +74,27 @@ static void prepare_query(const ifa__problem *pb, int64_t b, int64_t h, float *q
             sum += x;
             if (pb->aq == IFA__AQ_PER_CHANNEL) {
                 x *= aq_scale(pb, 0, h, d);
-                b_acc += (double)x * aq_offset(pb, 0, h, d);
+                if (pb->aq_offset.data) b_acc += (double)x * aq_offset(pb, 0, h, d);
             }
-            qp[g * D + d] = x;
+            qp[g * D + d] = x * fold;
         }
-        bias[g] = (float)b_acc;
+        bias[g] = (float)(b_acc * fold);
         qsum[g] = (float)sum;
     }
+}
+
+/* Whether raw scores need step 2 at all: the plain case (no bias, pse, mask or per-token
+ * scale) goes straight from the qk kernel to the softmax. */
+static int needs_finish(const ifa__problem *pb) {
+    return pb->aq == IFA__AQ_PER_TOKEN || pb->has_pse || pb->has_mask ||
+           (pb->aq == IFA__AQ_PER_CHANNEL && pb->aq_offset.data != NULL);
 }
 
 /* Step 2 for one chunk: raw scores -> final scores, in place. */
 static void finish_scores(const ifa__problem *pb, int64_t b, int64_t h, int64_t pos0, int64_t n,
                           const float *bias, const float *qsum, float *s, int64_t ld) {
     const int64_t G = pb->G;
-    const float scale = pb->full_quant ? pb->scale * pb->dequant_scale1 : pb->scale;
+    const float scale = score_scale(pb);
     for (int64_t g = 0; g < G; g++) {
         float *sg = s + g * ld;
         if (pb->aq == IFA__AQ_PER_TOKEN) {
@@ -87,8 +103,8 @@ static void finish_scores(const ifa__problem *pb, int64_t b, int64_t h, int64_t 
                 const float o = pb->aq_offset.data ? load_view(&pb->aq_offset, 0, b, pos0 + i) : 0.0f;
                 sg[i] = scale * (c * (sg[i] + o * qsum[g]));
             }
-        } else {
-            for (int64_t i = 0; i < n; i++) sg[i] = scale * (sg[i] + bias[g]);
+        } else if (bias[g] != 0.0f) {
+            for (int64_t i = 0; i < n; i++) sg[i] += bias[g];
         }
         if (pb->has_pse) {
             const int64_t head = h * G + g;
@@ -104,25 +120,20 @@ static void finish_scores(const ifa__problem *pb, int64_t b, int64_t h, int64_t 
     }
 }
 
-/* Step 3 for one chunk: updates the state and turns the scores into the weights for P.V. */
-static void softmax_update(const ifa__problem *pb, int64_t b, int64_t pos0, int64_t n, float *s, int64_t ld,
-                           float *state) {
+/* Step 3 for one chunk: the softmax kernel updates m and l and turns scores into weights; the
+ * accumulators follow with the same factor; then the weights get the form P.V needs. */
+static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t pos0,
+                           int64_t n, float *s, int64_t ld, float *state, float *alpha) {
     const int64_t G = pb->G, D = pb->D;
     float *m = ifa__state_m(state, G), *l = ifa__state_l(state, G), *voff = ifa__state_voff(state, G);
+    kt->softmax(s, ld, G, n, m, l, alpha);
     for (int64_t g = 0; g < G; g++) {
-        float *sg = s + g * ld;
-        float mx = m[g];
-        for (int64_t i = 0; i < n; i++) mx = sg[i] > mx ? sg[i] : mx;
-        const float alpha = m[g] == -INFINITY ? 0.0f : expf(m[g] - mx);
-        ifa__state_rescale(state, G, D, g, alpha);
-        m[g] = mx;
-        float sum = 0.0f;
-        for (int64_t i = 0; i < n; i++) {
-            const float p = expf(sg[i] - mx);
-            sum += p;
-            sg[i] = p;
+        if (alpha[g] != 1.0f) {
+            voff[g] *= alpha[g];
+            float *acc = ifa__state_acc(state, G) + g * D;
+            for (int64_t d = 0; d < D; d++) acc[d] *= alpha[g];
         }
-        l[g] += sum;
+        float *sg = s + g * ld;
         if (pb->full_quant) {
             for (int64_t i = 0; i < n; i++) sg[i] = (float)ifa__sat_round_int8((double)sg[i] * pb->quant_scale1);
         } else if (pb->aq == IFA__AQ_PER_TOKEN) {
@@ -141,7 +152,8 @@ static void softmax_update(const ifa__problem *pb, int64_t b, int64_t pos0, int6
 void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h, int64_t t0,
                       int64_t t1, float *state, float *scratch) {
     const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
-    float *qp = scratch, *bias = qp + G * D, *qsum = bias + G, *s = qsum + G;
+    float *qp = scratch, *bias = qp + G * D, *qsum = bias + G, *alpha = qsum + G, *s = alpha + G;
+    const int finish = needs_finish(pb);
     ifa__state_init(state, G, D);
     if (t1 <= t0) return;
     prepare_query(pb, b, h, qp, bias, qsum);
@@ -159,8 +171,8 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
             const char *k = seg.k + i0 * seg.k_tok * pb->elem_size;
             const char *v = seg.v + i0 * seg.v_tok * pb->elem_size;
             kk->qk[kind](qp, G, D, k, seg.k_tok, seg.k_d, n, s, ld);
-            finish_scores(pb, b, h, pos0, n, bias, qsum, s, ld);
-            softmax_update(pb, b, pos0, n, s, ld, state);
+            if (finish) finish_scores(pb, b, h, pos0, n, bias, qsum, s, ld);
+            softmax_update(pb, kt, b, pos0, n, s, ld, state, alpha);
             kv->pv[kind](s, ld, G, D, v, seg.v_tok, seg.v_d, n, ifa__state_acc(state, G));
         }
     }

@@ -7,6 +7,8 @@
  *   pv:  acc[g*D + d]     += sum_i p[g*ld + i] * V(i, d)           g < G, d < D
  *
  * where row i of K lives at k + i*row_stride (elements) and element d of a row at d*d_stride.
+ * plus the online-softmax step between them (below).
+ *
  * One call covers the G query heads that share a KV head, so each K and V row is read once for
  * all of them (GQA sharing). int8 rows are used raw: the caller folds the antiquant scale and
  * offset into q, p and the final output (see attend.c), so a kernel only ever multiplies.
@@ -34,10 +36,23 @@ typedef void (*ifa__qk_fn)(const float *q, int64_t G, int64_t D, const void *k, 
 typedef void (*ifa__pv_fn)(const float *p, int64_t ld, int64_t G, int64_t D, const void *v,
                            int64_t row_stride, int64_t d_stride, int64_t n, float *acc);
 
+/* The online-softmax step of one chunk (softmax_state.h), for each head g < G:
+ *
+ *   mx       = max(m[g], max_i s[g*ld + i])
+ *   alpha[g] = m[g] == -inf ? 0 : exp(m[g] - mx)
+ *   s[g*ld + i] = exp(s[g*ld + i] - mx)          (in place: scores become weights)
+ *   l[g]     = l[g] * alpha[g] + sum_i s[g*ld + i]
+ *   m[g]     = mx
+ *
+ * exp may be a polynomial approximation with a relative error of a few float ulps. */
+typedef void (*ifa__softmax_fn)(float *s, int64_t ld, int64_t G, int64_t n, float *m, float *l,
+                                float *alpha);
+
 typedef struct ifa__kernel_table {
     const char *isa; /* "ref", "avx2", "avx512" */
     ifa__qk_fn qk[IFA__KV_KIND_COUNT];
     ifa__pv_fn pv[IFA__KV_KIND_COUNT];
+    ifa__softmax_fn softmax;
     int needs_unit_d_stride; /* 1: use the reference kernels when d_stride != 1 */
 } ifa__kernel_table;
 

@@ -5,6 +5,7 @@
  * reference stays well inside the float32 tolerance of SPEC.md 11 even at long head sizes; pv
  * accumulates in float32 like the state it updates. The ISA kernels are tested against these.
  */
+#include <math.h>
 #include <string.h>
 
 #include "../../convert.h"
@@ -57,9 +58,26 @@ IFA__DEFINE_REF_KERNELS(bf16, load_bf16)
 IFA__DEFINE_REF_KERNELS(f32, load_f32)
 IFA__DEFINE_REF_KERNELS(i8, load_i8)
 
+static void softmax_ref(float *s, int64_t ld, int64_t G, int64_t n, float *m, float *l, float *alpha) {
+    for (int64_t g = 0; g < G; g++) {
+        float *sg = s + g * ld;
+        float mx = m[g];
+        for (int64_t i = 0; i < n; i++) mx = sg[i] > mx ? sg[i] : mx;
+        alpha[g] = m[g] == -INFINITY ? 0.0f : expf(m[g] - mx);
+        float sum = 0.0f;
+        for (int64_t i = 0; i < n; i++) {
+            sg[i] = expf(sg[i] - mx);
+            sum += sg[i];
+        }
+        l[g] = l[g] * alpha[g] + sum;
+        m[g] = mx;
+    }
+}
+
 const ifa__kernel_table ifa__kernels_ref = {
     .isa = "ref",
     .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
     .pv = {[IFA__KV_F16] = pv_f16, [IFA__KV_BF16] = pv_bf16, [IFA__KV_F32] = pv_f32, [IFA__KV_I8] = pv_i8},
+    .softmax = softmax_ref,
     .needs_unit_d_stride = 0,
 };
