@@ -23,6 +23,10 @@
  * parallelism gains. */
 #define IFA__MIN_CHUNK_TOKENS 512
 
+/* Below this many bytes of K and V in a whole call, waking a second thread costs more than it
+ * saves (a wake-up is a few microseconds; 256 KiB is about ten of them at memory speed). */
+#define IFA__MIN_PARALLEL_BYTES (256 * 1024)
+
 typedef struct run_ctx {
     const ifa__problem *pb;
     const ifa__kernel_table *kt;
@@ -61,6 +65,10 @@ static void merge_pair(void *arg, size_t item, int thread) {
 
 ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num_threads) {
     const int64_t pairs = pb->B * pb->KVN;
+    double kv_bytes = 0.0;
+    for (int64_t b = 0; b < pb->B; b++) kv_bytes += (double)ifa__kv_token_count(pb, b);
+    kv_bytes *= 2.0 * (double)pb->KVN * (double)pb->D * (double)pb->elem_size;
+    if (kv_bytes < IFA__MIN_PARALLEL_BYTES) num_threads = 1;
     int64_t splits = 1;
     if (num_threads > 1 && pairs < 4 * (int64_t)num_threads) {
         splits = ifa__ceil_div(4 * (int64_t)num_threads, pairs);
