@@ -570,8 +570,11 @@ static ifa_status check_antiquant(const ifa_params *p, ifa__problem *pb, int64_t
                     "antiquant_scale: is required with an int8 KV cache and a %s query",
                     ifa_dtype_name(pb->q_dtype));
     if (!has_sc) return IFA_OK;
-    const int per_token = p->antiquant_mode == 1 && sc->rank == 3;
+    const int per_token = p->antiquant_mode == 1;
     if (per_token) {
+        RETURN_ERROR_IF(sc->rank != 3, IFA_ERR_INVALID_SHAPE,
+                        "antiquant_scale: per-token (antiquant_mode=1) expects shape (2, B, S'), got %s",
+                        SHAPE(sc));
         RETURN_ERROR_IF(sc->dtype != IFA_DTYPE_FLOAT32, IFA_ERR_INVALID_DTYPE,
                         "antiquant_scale: per-token (antiquant_mode=1) parameters must be float32, got %s",
                         ifa_dtype_name(sc->dtype));
@@ -590,9 +593,9 @@ static ifa_status check_antiquant(const ifa_params *p, ifa__problem *pb, int64_t
                         ifa_dtype_name(sc->dtype));
         RETURN_ERROR_IF(!antiquant_channel_strides(pb, sc, &pb->aq_scale), IFA_ERR_INVALID_SHAPE,
                         "antiquant_scale: expected (2,), (2, KVN*D), (2, KVN, D), (2, KVN, 1, D) or "
-                        "(2, 1, KVN, D) with KVN = %" PRId64 ", D = %" PRId64 "%s, got %s",
-                        pb->KVN, pb->D, p->antiquant_mode == 1 ? ", or per-token (2, B, S')" : "",
-                        SHAPE(sc));
+                        "(2, 1, KVN, D) with KVN = %" PRId64 ", D = %" PRId64 " (per-token (2, B, S') "
+                        "needs antiquant_mode=1), got %s",
+                        pb->KVN, pb->D, SHAPE(sc));
     }
     if (has_off) {
         int same = off->rank == sc->rank;

@@ -1,0 +1,400 @@
+"""custom_ops: IFA-V5 decode attention on the CPU.
+
+``incre_flash_attention_v5`` is the CPU port of the Ascend "IncreFlashAttention" V5 operator: one new
+query token per sequence attends over a KV cache that may be contiguous, a list of per-batch tensors,
+left padded, paged (``block_table``) or paged and sparse per KV head (``block_position``). The
+contract is ``SPEC.md``; the computation is done by libifa in C, reached through the extension
+module ``custom_ops._C``.
+
+Tensors can be torch CPU tensors or numpy arrays (anything that implements ``__dlpack__``); they are
+borrowed without a copy. torch is optional: when it is installed, the operator is also registered as
+``torch.ops.custom_ops.incre_flash_attention_v5`` so that ``torch.compile`` can trace it.
+
+Threads: ``set_num_threads(n)`` / ``get_num_threads()``; the default comes from the environment
+variable ``IFA_NUM_THREADS``, else the number of online CPUs. The instruction set is chosen from
+CPUID at first use (``isa()``), and can be forced with ``IFA_ISA=ref|avx2|avx512`` or ``set_isa``.
+"""
+
+import numpy as _np
+
+from . import _C
+
+try:
+    import torch as _torch
+except ImportError:  # numpy inputs work without torch.
+    _torch = None
+
+__all__ = [
+    "incre_flash_attention_v5",
+    "validate",
+    "set_num_threads",
+    "get_num_threads",
+    "isa",
+    "isa_available",
+    "set_isa",
+    "BLOCK_UNSELECTED",
+]
+
+__version__ = _C.version()
+
+#: Value of an unselected ``block_position`` entry (0x7FFFFFFF).
+BLOCK_UNSELECTED = _C.BLOCK_UNSELECTED
+
+# Bound once at import so the per-call path does no attribute lookups on modules.
+_run = _C.run
+_ndarray = _np.ndarray
+_np_empty = _np.empty
+_np_int8 = _np.dtype(_np.int8)
+_np_float16 = _np.dtype(_np.float16)
+if _torch is not None:
+    _Tensor = _torch.Tensor
+    _torch_empty = _torch.empty
+    _torch_int8 = _torch.int8
+    _torch_float16 = _torch.float16
+    # torch.compiler.is_compiling arrived in torch 2.3; older versions cannot compile this op.
+    _is_compiling = getattr(getattr(_torch, "compiler", None), "is_compiling", None) or (
+        lambda: False)
+else:
+    _Tensor = None
+
+
+def incre_flash_attention_v5(
+    query,
+    key_list,
+    value_list,
+    pse_shift=None,
+    attention_mask=None,
+    actual_seq_lengths=None,
+    dequant_scale1=None,
+    quant_scale1=None,
+    dequant_scale2=None,
+    quant_scale2=None,
+    quant_offset2=None,
+    antiquant_scale=None,
+    antiquant_offset=None,
+    block_table=None,
+    kv_padding_size=None,
+    block_position=None,
+    num_heads=1,
+    scale_value=1.0,
+    layout="BSH",
+    key_num_heads=0,
+    block_size=0,
+    inner_precise=1,
+    *,
+    antiquant_mode=0,
+    out=None,
+):
+    """Incremental (decode) flash attention V5: one query token per sequence over a KV cache.
+
+    All 22 parameters of the original keep their order and names; the extensions are keyword-only.
+    An optional tensor is absent when it is None or has zero elements (``torch.empty(0)``).
+
+    Args:
+        query: (B, 1, N*D) for "BSH", (B, 1, N, D) for "BSND", (B, N, 1, D) for "BNSD"; float16,
+            bfloat16 or float32, or int8 on the full-quantisation path.
+        key_list, value_list: one tensor or a list/tuple of tensors, same shapes and dtype.
+            Contiguous: one tensor in the query's layout with S tokens, or B tensors with batch
+            dimension 1. Paged (``block_table`` given): one cache (num_blocks, block_size, KVN*D),
+            or (num_blocks, KVN, block_size, D) with layout "BNSD". float dtype of the query, or int8
+            with ``antiquant_scale``.
+        pse_shift: (B or 1, N, 1, S') positional bias added to the scaled scores.
+        attention_mask: bool/int8/uint8 (B, S'), (B, 1, S') or (B, 1, 1, S'); nonzero masks a token.
+        actual_seq_lengths: KV length per batch: None, a list/tuple of ints or an integer tensor;
+            one value is broadcast. Required when paged.
+        dequant_scale1, quant_scale1, dequant_scale2: full quantisation (int8 query) scales.
+        quant_scale2, quant_offset2: int8 output quantisation (per tensor or per channel).
+        antiquant_scale, antiquant_offset: int8 KV dequantisation, key at index 0, value at 1.
+        block_table: int32 (B, M), logical page -> physical block.
+        kv_padding_size: one int64, left padding of a contiguous KV tensor.
+        block_position: int32 (B, KVN, P), per KV head, slot -> ``block_table`` column, or
+            ``BLOCK_UNSELECTED`` (0x7FFFFFFF) for a page the head does not attend to.
+        num_heads: N, query heads. scale_value: score scale, usually 1/sqrt(D).
+        layout: "BSH", "BSND" or "BNSD". key_num_heads: KVN (0 means N).
+        block_size: tokens per page when paged. inner_precise: 0 high precision, 1 high performance.
+        antiquant_mode: keyword-only; 0 per-channel (or per-tensor), 1 per-token antiquant params.
+        out: keyword-only; a preallocated output (query's shape and the output dtype).
+
+    Returns:
+        A new tensor shaped like ``query`` (torch for a torch query, numpy for a numpy query), or
+        ``out``: dtype int8 when ``quant_scale2`` is given, float16 for an int8 query, else the
+        query's dtype.
+
+    Raises:
+        TypeError for a wrong dtype or argument type, ValueError for a wrong value or shape,
+        MemoryError when the library runs out of memory; the message names the parameter.
+    """
+    qtype = type(query)
+    if _Tensor is not None and (
+        _is_compiling() or (qtype is not _Tensor and isinstance(query, _Tensor))
+    ):
+        # Inside torch.compile (or for tensor subclasses such as FakeTensor) the call must go
+        # through the dispatcher so that the registered fake implementation can stand in for it.
+        return _call_torch_op(
+            query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
+            dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
+            antiquant_scale, antiquant_offset, block_table, kv_padding_size, block_position,
+            num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
+            antiquant_mode, out,
+        )
+    if out is None:
+        # The output is allocated like the query; everything else (argument types, shapes,
+        # dtypes) is checked in C, where it costs nanoseconds rather than microseconds.
+        if qtype is _Tensor:
+            dtype = query.dtype
+            if quant_scale2 is not None and _present(quant_scale2):
+                dtype = _torch_int8
+            elif dtype is _torch_int8:
+                dtype = _torch_float16
+            out = _torch_empty(query.shape, dtype=dtype)
+        else:
+            if qtype is not _ndarray:
+                # Any other DLPack producer: answer with a numpy array (over the same memory).
+                if not hasattr(query, "__dlpack__"):
+                    raise TypeError("query: expected a tensor or array (an object with "
+                                    f"__dlpack__), got {qtype.__name__}")
+                query = _np.from_dlpack(query)
+            dtype = query.dtype
+            if quant_scale2 is not None and _present(quant_scale2):
+                dtype = _np_int8
+            elif dtype == _np_int8:
+                dtype = _np_float16
+            out = _np_empty(query.shape, dtype)
+    return _run(
+        query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
+        dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
+        antiquant_scale, antiquant_offset, block_table, kv_padding_size, block_position,
+        num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
+        antiquant_mode, out,
+    )
+
+
+def validate(
+    query,
+    key_list,
+    value_list,
+    pse_shift=None,
+    attention_mask=None,
+    actual_seq_lengths=None,
+    dequant_scale1=None,
+    quant_scale1=None,
+    dequant_scale2=None,
+    quant_scale2=None,
+    quant_offset2=None,
+    antiquant_scale=None,
+    antiquant_offset=None,
+    block_table=None,
+    kv_padding_size=None,
+    block_position=None,
+    num_heads=1,
+    scale_value=1.0,
+    layout="BSH",
+    key_num_heads=0,
+    block_size=0,
+    inner_precise=1,
+    *,
+    antiquant_mode=0,
+):
+    """Checks the arguments of ``incre_flash_attention_v5`` without computing anything.
+
+    Returns None, or raises the TypeError / ValueError the operator would raise.
+    """
+    _C.validate(
+        query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
+        dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
+        antiquant_scale, antiquant_offset, block_table, kv_padding_size, block_position,
+        num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
+        antiquant_mode,
+    )
+
+
+def set_num_threads(n):
+    """Sets the number of threads one call uses (n >= 1), for the whole process."""
+    _C.set_num_threads(n)
+
+
+def get_num_threads():
+    """Returns the number of threads one call uses (IFA_NUM_THREADS, else the online CPUs)."""
+    return _C.get_num_threads()
+
+
+def isa():
+    """Returns the instruction set the kernels run with: "ref", "avx2" or "avx512"."""
+    return _C.isa()
+
+
+def isa_available():
+    """Returns the instruction sets this CPU can run, as a list of names, best last."""
+    return _C.isa_available().split()
+
+
+def set_isa(name):
+    """Forces an instruction set ("ref", "avx2", "avx512"); ValueError if the CPU lacks it."""
+    _C.set_isa(name)
+
+
+def _present(tensor):
+    """Whether an optional tensor argument counts as given (it has at least one element)."""
+    shape = getattr(tensor, "shape", None)
+    if shape is None:
+        return _np.from_dlpack(tensor).size > 0
+    return 0 not in shape
+
+
+def _is_int(value):
+    """Python int or numpy integer, but not bool (a bool is almost always a mistake here)."""
+    return isinstance(value, (int, _np.integer)) and not isinstance(value, (bool, _np.bool_))
+
+
+def _check_scalars(num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
+                   antiquant_mode):
+    """The C extension's scalar checks, repeated for the torch.ops path, whose schema would
+    otherwise coerce a bool to an int silently."""
+    for name, value in (("num_heads", num_heads), ("key_num_heads", key_num_heads),
+                        ("block_size", block_size), ("inner_precise", inner_precise),
+                        ("antiquant_mode", antiquant_mode)):
+        if not _is_int(value):
+            raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if isinstance(scale_value, bool) or not isinstance(scale_value, (int, float, _np.floating,
+                                                                     _np.integer)):
+        raise TypeError(f"scale_value: expected a float, got {type(scale_value).__name__}")
+    if not isinstance(layout, str):
+        raise TypeError(f"layout: expected a str (\"BSH\", \"BSND\" or \"BNSD\"), "
+                        f"got {type(layout).__name__}")
+
+
+def _lengths_tensor(actual_seq_lengths):
+    """actual_seq_lengths as the Optional[Tensor] the torch schema takes: a list/tuple of ints
+    becomes an int64 tensor, an empty one None."""
+    if not isinstance(actual_seq_lengths, (list, tuple)):
+        return actual_seq_lengths
+    for i, value in enumerate(actual_seq_lengths):
+        if not _is_int(value):
+            raise TypeError(f"actual_seq_lengths[{i}]: expected an int, "
+                            f"got {type(value).__name__}")
+    if not actual_seq_lengths:
+        return None
+    return _torch.tensor([int(v) for v in actual_seq_lengths], dtype=_torch.int64)
+
+
+def _call_torch_op(query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
+                   dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
+                   antiquant_scale, antiquant_offset, block_table, kv_padding_size,
+                   block_position, num_heads, scale_value, layout, key_num_heads, block_size,
+                   inner_precise, antiquant_mode, out):
+    """The same call through torch.ops, normalised to the op's typed schema."""
+    _check_scalars(num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
+                   antiquant_mode)
+    keys = [key_list] if isinstance(key_list, _Tensor) else list(key_list)
+    values = [value_list] if isinstance(value_list, _Tensor) else list(value_list)
+    args = (query, keys, values, pse_shift, attention_mask, _lengths_tensor(actual_seq_lengths),
+            dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
+            antiquant_scale, antiquant_offset, block_table, kv_padding_size, block_position,
+            int(num_heads), float(scale_value), layout, int(key_num_heads), int(block_size),
+            int(inner_precise), int(antiquant_mode))
+    if out is None:
+        return _torch.ops.custom_ops.incre_flash_attention_v5(*args)
+    _torch.ops.custom_ops.incre_flash_attention_v5_out(*args, out)
+    return out
+
+
+def _register_torch_ops():
+    """Registers custom_ops::incre_flash_attention_v5 (functional) and ..._out (writes `out`)
+    with torch.library, each with a fake implementation that gives the output's shape and dtype
+    so that torch.compile can trace calls without running them."""
+    from typing import List, Optional
+
+    torch = _torch
+    Tensor = torch.Tensor
+
+    def out_dtype(query, quant_scale2):
+        if quant_scale2 is not None and quant_scale2.numel() > 0:
+            return torch.int8
+        return torch.float16 if query.dtype == torch.int8 else query.dtype
+
+    @torch.library.custom_op("custom_ops::incre_flash_attention_v5", mutates_args=())
+    def incre_flash_attention_v5_op(
+        query: Tensor,
+        key_list: List[Tensor],
+        value_list: List[Tensor],
+        pse_shift: Optional[Tensor],
+        attention_mask: Optional[Tensor],
+        actual_seq_lengths: Optional[Tensor],
+        dequant_scale1: Optional[Tensor],
+        quant_scale1: Optional[Tensor],
+        dequant_scale2: Optional[Tensor],
+        quant_scale2: Optional[Tensor],
+        quant_offset2: Optional[Tensor],
+        antiquant_scale: Optional[Tensor],
+        antiquant_offset: Optional[Tensor],
+        block_table: Optional[Tensor],
+        kv_padding_size: Optional[Tensor],
+        block_position: Optional[Tensor],
+        num_heads: int,
+        scale_value: float,
+        layout: str,
+        key_num_heads: int,
+        block_size: int,
+        inner_precise: int,
+        antiquant_mode: int,
+    ) -> Tensor:
+        out = torch.empty(query.shape, dtype=out_dtype(query, quant_scale2), device=query.device)
+        _run(query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
+             dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
+             antiquant_scale, antiquant_offset, block_table, kv_padding_size, block_position,
+             num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
+             antiquant_mode, out)
+        return out
+
+    @incre_flash_attention_v5_op.register_fake
+    def _(query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
+          dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
+          antiquant_scale, antiquant_offset, block_table, kv_padding_size, block_position,
+          num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
+          antiquant_mode):
+        return query.new_empty(query.shape, dtype=out_dtype(query, quant_scale2))
+
+    @torch.library.custom_op("custom_ops::incre_flash_attention_v5_out", mutates_args=("out",))
+    def incre_flash_attention_v5_out_op(
+        query: Tensor,
+        key_list: List[Tensor],
+        value_list: List[Tensor],
+        pse_shift: Optional[Tensor],
+        attention_mask: Optional[Tensor],
+        actual_seq_lengths: Optional[Tensor],
+        dequant_scale1: Optional[Tensor],
+        quant_scale1: Optional[Tensor],
+        dequant_scale2: Optional[Tensor],
+        quant_scale2: Optional[Tensor],
+        quant_offset2: Optional[Tensor],
+        antiquant_scale: Optional[Tensor],
+        antiquant_offset: Optional[Tensor],
+        block_table: Optional[Tensor],
+        kv_padding_size: Optional[Tensor],
+        block_position: Optional[Tensor],
+        num_heads: int,
+        scale_value: float,
+        layout: str,
+        key_num_heads: int,
+        block_size: int,
+        inner_precise: int,
+        antiquant_mode: int,
+        out: Tensor,
+    ) -> None:
+        _run(query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
+             dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
+             antiquant_scale, antiquant_offset, block_table, kv_padding_size, block_position,
+             num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
+             antiquant_mode, out)
+
+    @incre_flash_attention_v5_out_op.register_fake
+    def _(*args):
+        return None
+
+
+if _torch is not None and hasattr(_torch, "library") and hasattr(_torch.library, "custom_op"):
+    try:
+        _register_torch_ops()
+    except RuntimeError as exc:  # Already registered: the module was reloaded in this process.
+        if "already" not in str(exc).lower():
+            raise
