@@ -32,7 +32,10 @@ static isa_entry isas[ISA_COUNT];
 static char available_names[64];
 static pthread_once_t detect_once = PTHREAD_ONCE_INIT;
 static _Atomic(const ifa__kernel_table *) chosen = NULL;
-static char forced_error[160]; /* non-empty when IFA_ISA asked for what we lack */
+/* Non-empty when IFA_ISA asked for what we lack; written once by detect(), and the flag below
+ * (not the text) is what ifa_set_isa() clears, so readers never race with a writer. */
+static char forced_error[160];
+static atomic_int forced_failed = 0;
 
 #if defined(IFA__X86)
 static unsigned long long read_xcr0(void) {
@@ -105,6 +108,7 @@ static void detect(void) {
                      available_names);
     }
     atomic_store(&chosen, best);
+    atomic_store(&forced_failed, forced_error[0] != '\0');
     const char *verbose = getenv("IFA_ISA_VERBOSE");
     if (verbose != NULL && strcmp(verbose, "1") == 0)
         fprintf(stderr, "ifa: available ISAs: %s; chosen: %s%s%s\n", available_names, best->isa,
@@ -113,7 +117,7 @@ static void detect(void) {
 
 ifa_status ifa__select_kernels(const ifa__kernel_table **table) {
     pthread_once(&detect_once, detect);
-    RETURN_ERROR_IF(forced_error[0] != '\0', IFA_ERR_UNSUPPORTED, "%s", forced_error);
+    RETURN_ERROR_IF(atomic_load(&forced_failed), IFA_ERR_UNSUPPORTED, "%s", forced_error);
     *table = atomic_load(&chosen);
     return IFA_OK;
 }
@@ -139,7 +143,7 @@ ifa_status ifa_set_isa(const char *name) {
                         "isa: %.16s is not available on this CPU or build (available: %s)", name,
                         available_names);
         atomic_store(&chosen, isas[i].table);
-        forced_error[0] = '\0';
+        atomic_store(&forced_failed, 0);
         ifa__clear_error();
         return IFA_OK;
     }
