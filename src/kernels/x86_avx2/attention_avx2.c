@@ -1,0 +1,305 @@
+/*
+ * attention_avx2.c - the kernels of kernels.h for AVX2 + FMA + F16C, for every KV dtype.
+ *
+ * The same plan as the AVX-512 kernels (see attention_avx512.c for the reasoning), scaled to
+ * 16 ymm registers of 8 floats:
+ *
+ * qk  a tile is 8 rows x up to 4 heads, walked as four pairs of rows; a pair keeps 2 rows x 4
+ *     heads = 8 accumulators, so each converted K vector feeds 4 FMAs and each q vector (a memory
+ *     operand) 2. The 8 partial vectors of one head are reduced together by a transpose-add
+ *     tree of 7 shuffle+add steps, never one horizontal sum per score:
+ *
+ *         pair t holds rows t and t+4 (slots 2t, 2t+1)
+ *         level 1 (per pair, VPERM2F128):     2 vectors -> 1, 128-bit half h = 4 partials of row t+4h
+ *         level 2, 3 (4 pairs, in-lane unpacks): 4 vectors -> 1, element k = row k
+ *
+ *     Rows past n point at row n-1 and their lanes are not stored, so there is one code path.
+ *
+ * pv  the D axis goes in slices of 16 floats (2 ymm) and the heads in blocks of up to 4: 8
+ *     accumulators stay in registers across all n rows of the chunk; each converted V vector
+ *     feeds 4 FMAs.
+ *
+ * D tails: AVX2 has masked loads for 32-bit elements only, so a row's last D % 8 elements (of
+ * any dtype) are copied into a zeroed 8-element buffer and converted from there; q and the
+ * accumulators (float32) use VMASKMOVPS. A masked or copied load never reads past the row.
+ *
+ * softmax  as on AVX-512, with 2^n built from the exponent bits. To keep expf's subnormal
+ * results, 2^n is applied as two factors 2^(n/2) * 2^(n - n/2), each a normal float, so the one
+ * rounding happens in the last multiply, as in expf.
+ *
+ * Every kernel here requires d_stride == 1.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../kernels.h"
+
+#define IFA__INLINE static inline __attribute__((always_inline))
+
+/* ---- Loads: 8 elements of a row as float32 ------------------------------------------------ */
+
+/* The dtype is a compile-time constant at every call site, so the switch folds away. */
+IFA__INLINE int elem_size(const int kind) {
+    return kind == IFA__KV_F32 ? 4 : kind == IFA__KV_I8 ? 1 : 2;
+}
+
+IFA__INLINE __m256 load8(const int kind, const char *p) {
+    switch (kind) {
+    case IFA__KV_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    case IFA__KV_BF16:
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    case IFA__KV_F32: return _mm256_loadu_ps((const float *)p);
+    default: return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+    }
+}
+
+/* The first count (< 8) elements, the rest 0, without reading past them. */
+static __m256 load8_tail(const int kind, const char *p, int64_t count) {
+    char buf[32] = { 0 };
+    memcpy(buf, p, (size_t)(count * elem_size(kind)));
+    return load8(kind, buf);
+}
+
+/* VMASKMOVPS mask of the first count (< 8) lanes. */
+IFA__INLINE __m256i lane_mask(int64_t count) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* ---- qk ----------------------------------------------------------------------------------- */
+
+/* Level 1: rows a (slot 2t) and b (slot 2t+1) -> low half 4 partials of a, high half of b. */
+IFA__INLINE __m256 tree1(__m256 a, __m256 b) {
+    return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+/* Levels 2 and 3: the level-1 vectors of pairs 0..3 -> element k = row k. After level 2, half h
+ * holds rows (t, t') of pairs (0, 1) or (2, 3) interleaved; level 3 adds those interleaved halves
+ * as 64-bit pairs, leaving half h = rows of pairs 0..3 in its four lanes. */
+IFA__INLINE __m256 tree23(__m256 e0, __m256 e1, __m256 e2, __m256 e3) {
+    const __m256 f01 = _mm256_add_ps(_mm256_unpacklo_ps(e0, e1), _mm256_unpackhi_ps(e0, e1));
+    const __m256 f23 = _mm256_add_ps(_mm256_unpacklo_ps(e2, e3), _mm256_unpackhi_ps(e2, e3));
+    const __m256d lo = _mm256_unpacklo_pd(_mm256_castps_pd(f01), _mm256_castps_pd(f23));
+    const __m256d hi = _mm256_unpackhi_pd(_mm256_castps_pd(f01), _mm256_castps_pd(f23));
+    return _mm256_add_ps(_mm256_castpd_ps(lo), _mm256_castpd_ps(hi));
+}
+
+/* One tile: 8 rows (pointers given, clamped to valid rows) x GB heads. */
+IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D, const char *const *rows,
+                         float *scores, int64_t ld, int64_t m) {
+    const int es = elem_size(kind);
+    const int64_t Dv = D & ~(int64_t)7;
+    __m256 part[4][4]; /* [head][pair]: level-1 results */
+    for (int t = 0; t < 4; t++) {
+        /* Pair t: rows t and t+4, so that the tree's output comes out in row order. */
+        const char *r0 = rows[t], *r1 = rows[t + 4];
+        __m256 acc[4][2];
+        for (int g = 0; g < GB; g++) acc[g][0] = acc[g][1] = _mm256_setzero_ps();
+        for (int64_t d = 0; d < Dv; d += 8) {
+            const __m256 k0 = load8(kind, r0 + d * es), k1 = load8(kind, r1 + d * es);
+            for (int g = 0; g < GB; g++) {
+                const __m256 qv = _mm256_loadu_ps(q + g * D + d);
+                acc[g][0] = _mm256_fmadd_ps(qv, k0, acc[g][0]);
+                acc[g][1] = _mm256_fmadd_ps(qv, k1, acc[g][1]);
+            }
+        }
+        if (Dv < D) {
+            const __m256 k0 = load8_tail(kind, r0 + Dv * es, D - Dv), k1 = load8_tail(kind, r1 + Dv * es, D - Dv);
+            const __m256i lm = lane_mask(D - Dv);
+            for (int g = 0; g < GB; g++) {
+                const __m256 qv = _mm256_maskload_ps(q + g * D + Dv, lm);
+                acc[g][0] = _mm256_fmadd_ps(qv, k0, acc[g][0]);
+                acc[g][1] = _mm256_fmadd_ps(qv, k1, acc[g][1]);
+            }
+        }
+        for (int g = 0; g < GB; g++) part[g][t] = tree1(acc[g][0], acc[g][1]);
+    }
+    for (int g = 0; g < GB; g++) {
+        const __m256 sc = tree23(part[g][0], part[g][1], part[g][2], part[g][3]);
+        if (m == 8)
+            _mm256_storeu_ps(scores + g * ld, sc);
+        else
+            _mm256_maskstore_ps(scores + g * ld, lane_mask(m), sc);
+    }
+}
+
+IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *k, int64_t row_stride,
+                         int64_t n, float *scores, int64_t ld) {
+    const int es = elem_size(kind);
+    const int64_t row_bytes = row_stride * es;
+    /* The whole chunk is requested up front, never past its n rows (see attention_avx512.c). */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t b = 0; b < D * es; b += 64) _mm_prefetch((const char *)k + i * row_bytes + b, _MM_HINT_T0);
+    for (int64_t i0 = 0; i0 < n; i0 += 8) {
+        const int64_t m = n - i0 < 8 ? n - i0 : 8;
+        const char *rows[8];
+        for (int64_t r = 0; r < 8; r++) rows[r] = (const char *)k + (i0 + (r < m ? r : m - 1)) * row_bytes;
+        int64_t g0 = 0;
+        for (; g0 + 4 <= G; g0 += 4) qk_tile(kind, 4, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m);
+        switch (G - g0) {
+        case 1: qk_tile(kind, 1, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m); break;
+        case 2: qk_tile(kind, 2, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m); break;
+        case 3: qk_tile(kind, 3, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m); break;
+        default: break;
+        }
+    }
+}
+
+/* ---- pv ----------------------------------------------------------------------------------- */
+
+/* One slice for GB heads over all n rows: W = 2 full vectors (16 floats at d0), W = 1 one full
+ * vector, W = 0 one vector of the last tail (< 8) elements. */
+IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float *p, int64_t ld, int64_t D,
+                          const char *v, int64_t row_bytes, int64_t n, float *acc, int64_t d0) {
+    const int es = elem_size(kind);
+    const int nv = W == 0 ? 1 : W;
+    const int64_t tail = D - d0;
+    const __m256i lm = lane_mask(W == 0 ? tail : 8);
+    __m256 a[4][2];
+    for (int g = 0; g < GB; g++)
+        for (int w = 0; w < nv; w++)
+            a[g][w] = W == 0 ? _mm256_maskload_ps(acc + g * D + d0, lm) : _mm256_loadu_ps(acc + g * D + d0 + 8 * w);
+    const char *row = v + d0 * es;
+    for (int64_t i = 0; i < n; i++, row += row_bytes) {
+        __m256 x[2];
+        for (int w = 0; w < nv; w++) x[w] = W == 0 ? load8_tail(kind, row, tail) : load8(kind, row + 8 * w * es);
+        for (int g = 0; g < GB; g++) {
+            const __m256 pb = _mm256_broadcast_ss(p + g * ld + i);
+            for (int w = 0; w < nv; w++) a[g][w] = _mm256_fmadd_ps(pb, x[w], a[g][w]);
+        }
+    }
+    for (int g = 0; g < GB; g++)
+        for (int w = 0; w < nv; w++) {
+            if (W == 0)
+                _mm256_maskstore_ps(acc + g * D + d0, lm, a[g][w]);
+            else
+                _mm256_storeu_ps(acc + g * D + d0 + 8 * w, a[g][w]);
+        }
+}
+
+IFA__INLINE void pv_heads(const int kind, const int W, const float *p, int64_t ld, int64_t G, int64_t D,
+                          const char *v, int64_t row_bytes, int64_t n, float *acc, int64_t d0) {
+    int64_t g0 = 0;
+    for (; g0 + 4 <= G; g0 += 4) pv_slice(kind, 4, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0);
+    switch (G - g0) {
+    case 1: pv_slice(kind, 1, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0); break;
+    case 2: pv_slice(kind, 2, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0); break;
+    case 3: pv_slice(kind, 3, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0); break;
+    default: break;
+    }
+}
+
+IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, int64_t D, const void *v,
+                         int64_t row_stride, int64_t n, float *acc) {
+    const int es = elem_size(kind);
+    const int64_t row_bytes = row_stride * es;
+    const char *vb = (const char *)v;
+    /* The whole chunk up front: the slices walk the rows in narrow strips, a pattern the stream
+     * prefetcher follows less well than one pass over whole rows. */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t b = 0; b < D * es; b += 64) _mm_prefetch(vb + i * row_bytes + b, _MM_HINT_T0);
+    int64_t d0 = 0;
+    for (; d0 + 16 <= D; d0 += 16) pv_heads(kind, 2, p, ld, G, D, vb, row_bytes, n, acc, d0);
+    for (; d0 + 8 <= D; d0 += 8) pv_heads(kind, 1, p, ld, G, D, vb, row_bytes, n, acc, d0);
+    if (d0 < D) pv_heads(kind, 0, p, ld, G, D, vb, row_bytes, n, acc, d0);
+}
+
+/* ---- The instances ------------------------------------------------------------------------ */
+
+#define IFA__DEFINE_AVX2_KERNELS(suffix, kind)                                                        \
+    static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *k, int64_t row_stride,  \
+                            int64_t d_stride, int64_t n, float *scores, int64_t ld) {                 \
+        (void)d_stride;                                                                               \
+        qk_impl(kind, q, G, D, k, row_stride, n, scores, ld);                                         \
+    }                                                                                                 \
+    static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *v,          \
+                            int64_t row_stride, int64_t d_stride, int64_t n, float *acc) {            \
+        (void)d_stride;                                                                               \
+        pv_impl(kind, p, ld, G, D, v, row_stride, n, acc);                                            \
+    }
+
+IFA__DEFINE_AVX2_KERNELS(f16, IFA__KV_F16)
+IFA__DEFINE_AVX2_KERNELS(bf16, IFA__KV_BF16)
+IFA__DEFINE_AVX2_KERNELS(f32, IFA__KV_F32)
+IFA__DEFINE_AVX2_KERNELS(i8, IFA__KV_I8)
+
+/* ---- softmax ------------------------------------------------------------------------------ */
+
+/* expf, vectorised (Cephes, as in attention_avx512.c). The clamp to [-110, 89] keeps NaN (the
+ * constant is MAXPS/MINPS's first operand) and makes -inf and -1e12 give exactly 0. 2^n is built
+ * as 2^n1 * 2^n2 with n1 = n >> 1 and n2 = n - n1, both within the normal exponent range for
+ * n in [-159, 129], so the product rounds once, into the subnormals where it must. */
+IFA__INLINE __m256 exp8(__m256 x) {
+    x = _mm256_max_ps(_mm256_set1_ps(-110.0f), x);
+    x = _mm256_min_ps(_mm256_set1_ps(89.0f), x);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
+}
+
+IFA__INLINE float hmax8(__m256 v) {
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
+    return _mm_cvtss_f32(x);
+}
+
+IFA__INLINE float hsum8(__m256 v) {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
+    return _mm_cvtss_f32(x);
+}
+
+static void softmax_avx2(float *s, int64_t ld, int64_t G, int64_t n, float *m, float *l, float *alpha) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    for (int64_t g = 0; g < G; g++) {
+        float *sg = s + g * ld;
+        /* MAXPS(x, acc) keeps acc when x is NaN, as the reference's "x > mx" does. Masked-off
+         * lanes read as 0 and are replaced by -inf. */
+        __m256 vmax = ninf;
+        for (int64_t i = 0; i < n; i += 8) {
+            const __m256i lm = lane_mask(n - i < 8 ? n - i : 8);
+            const __m256 x = _mm256_blendv_ps(ninf, _mm256_maskload_ps(sg + i, lm), _mm256_castsi256_ps(lm));
+            vmax = _mm256_max_ps(x, vmax);
+        }
+        const float smax = hmax8(vmax);
+        const float mx = smax > m[g] ? smax : m[g];
+        const __m256 vmx = _mm256_set1_ps(mx);
+        __m256 vsum = _mm256_setzero_ps();
+        for (int64_t i = 0; i < n; i += 8) {
+            const __m256i lm = lane_mask(n - i < 8 ? n - i : 8);
+            const __m256 e = exp8(_mm256_sub_ps(_mm256_maskload_ps(sg + i, lm), vmx));
+            _mm256_maskstore_ps(sg + i, lm, e);
+            vsum = _mm256_add_ps(vsum, _mm256_and_ps(e, _mm256_castsi256_ps(lm)));
+        }
+        const float a = m[g] == -INFINITY ? 0.0f : _mm256_cvtss_f32(exp8(_mm256_set1_ps(m[g] - mx)));
+        alpha[g] = a;
+        l[g] = l[g] * a + hsum8(vsum);
+        m[g] = mx;
+    }
+}
+
+const ifa__kernel_table ifa__kernels_avx2 = {
+    .isa = "avx2",
+    .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
+    .pv = {[IFA__KV_F16] = pv_f16, [IFA__KV_BF16] = pv_bf16, [IFA__KV_F32] = pv_f32, [IFA__KV_I8] = pv_i8},
+    .softmax = softmax_avx2,
+    .needs_unit_d_stride = 1,
+};

@@ -1,0 +1,314 @@
+/*
+ * attention_avx512.c - the kernels of kernels.h for AVX-512 (F, BW, DQ, VL), for every KV dtype.
+ *
+ * Decode attention reads each K and V row once and does 2*G*D multiply-adds per token, so with
+ * float16 K/V, G = 4 and D = 128 the float32 FMAs alone take about 0.9 of the time the memory
+ * system needs to deliver the rows. Every instruction beside the FMAs therefore costs speed,
+ * and the kernels are shaped to keep them few:
+ *
+ * qk  scores[g][i] = q[g] . K[i]. A tile is 16 rows and up to 4 heads. The 16 rows go in four
+ *     groups of four; a group keeps 4 rows x 4 heads = 16 zmm accumulators, so each K vector
+ *     converted to float32 feeds 4 FMAs and each q vector loaded feeds 4 FMAs (half a load per
+ *     FMA). Dot products are never reduced one by one with a horizontal sum (that costs about as
+ *     much as the FMAs themselves); instead the 16 partial vectors of one head are reduced
+ *     together by a transpose-add tree of 15 shuffle+add steps, whose result is the 16 scores in
+ *     one register:
+ *
+ *         group t holds rows t, t+4, t+8, t+12 (in its slots j = 0..3)
+ *         level 1+2 (per group, 128-bit shuffles):   4 vectors -> 1, lane j = 4 partials of slot j
+ *         level 3+4 (4 groups, in-lane unpacks):     4 vectors -> 1, element 4j+t = row t+4j
+ *
+ *     so the rows are assigned to slots such that the tree's output is already in row order.
+ *     Rows past n point at row n-1 (valid memory) and their lanes are masked off at the store,
+ *     so the tile never needs a second, scalar code path. All n rows are prefetched when the
+ *     call starts, so the misses overlap each other and the arithmetic.
+ *
+ * pv  acc[g][d] += sum_i p[g][i] V[i][d]. The D axis goes in slices of 64 floats (4 zmm) and the
+ *     heads in blocks of up to 4, so 16 accumulators stay in registers across all n rows of the
+ *     chunk (loaded and stored once per call); each V vector converted feeds 4 FMAs, each
+ *     broadcast weight 4 FMAs. D tails use masked loads and stores, never a scalar loop.
+ *
+ * softmax  one head at a time over its n <= 64 scores (4 zmm): max, a polynomial exp, sum. The exp
+ *     is Cephes' expf (Cody-Waite reduction, degree-5 polynomial, about 1 ulp) with VSCALEFPS to
+ *     apply 2^n, which rounds once into the subnormal range and gives exactly 0 far below it.
+ *
+ * Conversions: float16 by VCVTPH2PS; bfloat16 by zero-extending to 32 bits and shifting left 16
+ * (exact, and cheaper in accuracy than VDPBF16PS, which would round q to bfloat16: see the note
+ * at qk below); int8 by sign extension and VCVTDQ2PS (exact). Every kernel here requires
+ * d_stride == 1 (the table says so; attend.c then falls back to the reference kernels).
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../kernels.h"
+
+#define IFA__INLINE static inline __attribute__((always_inline))
+
+/* ---- Loads: 16 elements of a row as float32 ------------------------------------------------- */
+
+/* The dtype is a compile-time constant at every call site (the kernels below are instantiated per
+ * dtype through always-inline functions), so the switch folds away. */
+IFA__INLINE int elem_size(const int kind) {
+    return kind == IFA__KV_F32 ? 4 : kind == IFA__KV_I8 ? 1 : 2;
+}
+
+IFA__INLINE __m512 load16(const int kind, const char *p) {
+    switch (kind) {
+    case IFA__KV_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+    case IFA__KV_BF16:
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+    case IFA__KV_F32: return _mm512_loadu_ps(p);
+    default: return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+    }
+}
+
+/* The same with the lanes outside mask read as 0 (and not read at all: AVX-512 masked loads do
+ * not fault on masked-off elements, so a tail never touches memory past the row). */
+IFA__INLINE __m512 load16_mask(const int kind, const char *p, __mmask16 m) {
+    switch (kind) {
+    case IFA__KV_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+    case IFA__KV_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+    case IFA__KV_F32: return _mm512_maskz_loadu_ps(m, p);
+    default: return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, p)));
+    }
+}
+
+IFA__INLINE __mmask16 tail_mask(int64_t count) { return (__mmask16)((1u << count) - 1u); }
+
+/* ---- qk ----------------------------------------------------------------------------------- */
+
+/* Levels 1 and 2 of the tree: four partial vectors (one per row slot) -> one vector whose 128-bit
+ * lane j holds four partial sums of slot j. Only 128-bit shuffles (VSHUFF32X4), one cycle each. */
+IFA__INLINE __m512 tree12(__m512 a, __m512 b, __m512 c, __m512 d) {
+    const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* Levels 3 and 4: the level-2 vectors of groups 0..3 -> element 4j+t = total of group t, slot j. */
+IFA__INLINE __m512 tree34(__m512 e0, __m512 e1, __m512 e2, __m512 e3) {
+    const __m512 f01 = _mm512_add_ps(_mm512_unpacklo_ps(e0, e1), _mm512_unpackhi_ps(e0, e1));
+    const __m512 f23 = _mm512_add_ps(_mm512_unpacklo_ps(e2, e3), _mm512_unpackhi_ps(e2, e3));
+    const __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(f01), _mm512_castps_pd(f23));
+    const __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(f01), _mm512_castps_pd(f23));
+    return _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
+}
+
+/* A note on VDPBF16PS for bfloat16 K: it would halve the qk instructions but rounds q (which has
+ * the score scale folded in) to bfloat16, an extra relative error of 2^-9 per product. That stays
+ * inside the bfloat16 tolerance of SPEC.md 11, but the widening loads are not the bottleneck
+ * (memory is), so the exact path is kept. */
+
+/* One tile: 16 rows (row pointers given, already clamped to valid rows) x GB heads. q points at
+ * head g0's query, scores at scores[g0][i0]; smask selects the rows that exist. */
+IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D, const char *const *rows,
+                         float *scores, int64_t ld, __mmask16 smask) {
+    const int es = elem_size(kind);
+    const int64_t Dv = D & ~(int64_t)15;
+    __m512 part[4][4]; /* [head][group]: level-2 results */
+    for (int t = 0; t < 4; t++) {
+        /* Group t: rows t, t+4, t+8, t+12 in slots 0..3 (see the file comment). */
+        const char *r0 = rows[t], *r1 = rows[t + 4], *r2 = rows[t + 8], *r3 = rows[t + 12];
+        __m512 acc[4][4];
+        for (int g = 0; g < GB; g++)
+            for (int j = 0; j < 4; j++) acc[g][j] = _mm512_setzero_ps();
+        for (int64_t d = 0; d < Dv; d += 16) {
+            const __m512 k0 = load16(kind, r0 + d * es), k1 = load16(kind, r1 + d * es);
+            const __m512 k2 = load16(kind, r2 + d * es), k3 = load16(kind, r3 + d * es);
+            for (int g = 0; g < GB; g++) {
+                const __m512 qv = _mm512_loadu_ps(q + g * D + d);
+                acc[g][0] = _mm512_fmadd_ps(qv, k0, acc[g][0]);
+                acc[g][1] = _mm512_fmadd_ps(qv, k1, acc[g][1]);
+                acc[g][2] = _mm512_fmadd_ps(qv, k2, acc[g][2]);
+                acc[g][3] = _mm512_fmadd_ps(qv, k3, acc[g][3]);
+            }
+        }
+        if (Dv < D) {
+            const __mmask16 m = tail_mask(D - Dv);
+            const __m512 k0 = load16_mask(kind, r0 + Dv * es, m), k1 = load16_mask(kind, r1 + Dv * es, m);
+            const __m512 k2 = load16_mask(kind, r2 + Dv * es, m), k3 = load16_mask(kind, r3 + Dv * es, m);
+            for (int g = 0; g < GB; g++) {
+                const __m512 qv = _mm512_maskz_loadu_ps(m, q + g * D + Dv);
+                acc[g][0] = _mm512_fmadd_ps(qv, k0, acc[g][0]);
+                acc[g][1] = _mm512_fmadd_ps(qv, k1, acc[g][1]);
+                acc[g][2] = _mm512_fmadd_ps(qv, k2, acc[g][2]);
+                acc[g][3] = _mm512_fmadd_ps(qv, k3, acc[g][3]);
+            }
+        }
+        for (int g = 0; g < GB; g++) part[g][t] = tree12(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
+    }
+    for (int g = 0; g < GB; g++)
+        _mm512_mask_storeu_ps(scores + g * ld, smask, tree34(part[g][0], part[g][1], part[g][2], part[g][3]));
+}
+
+IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *k, int64_t row_stride,
+                         int64_t n, float *scores, int64_t ld) {
+    const int es = elem_size(kind);
+    const int64_t row_bytes = row_stride * es;
+    /* Every row of the chunk is requested up front, all at once: the loads then overlap with one
+     * another and with the arithmetic, which a prefetch of the next tile only (one tile of compute
+     * ahead, about 100 ns) does not achieve against memory latency; measured on the G=4, D=128
+     * shape it was the faster of the two. The prefetches stay inside the n rows given, because in
+     * a paged cache the memory after the chunk usually belongs to another sequence. */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t b = 0; b < D * es; b += 64) _mm_prefetch((const char *)k + i * row_bytes + b, _MM_HINT_T0);
+    for (int64_t i0 = 0; i0 < n; i0 += 16) {
+        const int64_t m = n - i0 < 16 ? n - i0 : 16;
+        const char *rows[16];
+        for (int64_t r = 0; r < 16; r++) rows[r] = (const char *)k + (i0 + (r < m ? r : m - 1)) * row_bytes;
+        const __mmask16 smask = tail_mask(m);
+        int64_t g0 = 0;
+        for (; g0 + 4 <= G; g0 += 4) qk_tile(kind, 4, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask);
+        switch (G - g0) {
+        case 1: qk_tile(kind, 1, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask); break;
+        case 2: qk_tile(kind, 2, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask); break;
+        case 3: qk_tile(kind, 3, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask); break;
+        default: break;
+        }
+    }
+}
+
+/* ---- pv ----------------------------------------------------------------------------------- */
+
+/* One slice of W full vectors (W*16 floats of D starting at d0), or of one masked vector when
+ * W == 0 (the tail), for GB heads, over all n rows. */
+IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float *p, int64_t ld, int64_t D,
+                          const char *v, int64_t row_bytes, int64_t n, float *acc, int64_t d0, __mmask16 tm) {
+    const int es = elem_size(kind);
+    const int nv = W == 0 ? 1 : W;
+    __m512 a[4][4];
+    for (int g = 0; g < GB; g++)
+        for (int w = 0; w < nv; w++)
+            a[g][w] = W == 0 ? _mm512_maskz_loadu_ps(tm, acc + g * D + d0) : _mm512_loadu_ps(acc + g * D + d0 + 16 * w);
+    const char *row = v + d0 * es;
+    for (int64_t i = 0; i < n; i++, row += row_bytes) {
+        __m512 x[4];
+        for (int w = 0; w < nv; w++) x[w] = W == 0 ? load16_mask(kind, row, tm) : load16(kind, row + 16 * w * es);
+        for (int g = 0; g < GB; g++) {
+            const __m512 pb = _mm512_set1_ps(p[g * ld + i]);
+            for (int w = 0; w < nv; w++) a[g][w] = _mm512_fmadd_ps(pb, x[w], a[g][w]);
+        }
+    }
+    for (int g = 0; g < GB; g++)
+        for (int w = 0; w < nv; w++) {
+            if (W == 0)
+                _mm512_mask_storeu_ps(acc + g * D + d0, tm, a[g][w]);
+            else
+                _mm512_storeu_ps(acc + g * D + d0 + 16 * w, a[g][w]);
+        }
+}
+
+/* All head blocks of one slice. */
+IFA__INLINE void pv_heads(const int kind, const int W, const float *p, int64_t ld, int64_t G, int64_t D,
+                          const char *v, int64_t row_bytes, int64_t n, float *acc, int64_t d0, __mmask16 tm) {
+    int64_t g0 = 0;
+    for (; g0 + 4 <= G; g0 += 4) pv_slice(kind, 4, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0, tm);
+    switch (G - g0) {
+    case 1: pv_slice(kind, 1, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0, tm); break;
+    case 2: pv_slice(kind, 2, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0, tm); break;
+    case 3: pv_slice(kind, 3, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0, tm); break;
+    default: break;
+    }
+}
+
+IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, int64_t D, const void *v,
+                         int64_t row_stride, int64_t n, float *acc) {
+    const int es = elem_size(kind);
+    const int64_t row_bytes = row_stride * es;
+    const char *vb = (const char *)v;
+    /* The whole V chunk is prefetched up front, as in qk, and here it matters twice: the first
+     * slice touches only the first 64*es bytes of every row, a strided pattern the stream
+     * prefetcher follows badly. */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t b = 0; b < D * es; b += 64) _mm_prefetch(vb + i * row_bytes + b, _MM_HINT_T0);
+    int64_t d0 = 0;
+    for (; d0 + 64 <= D; d0 += 64) pv_heads(kind, 4, p, ld, G, D, vb, row_bytes, n, acc, d0, 0);
+    for (; d0 + 16 <= D; d0 += 16) pv_heads(kind, 1, p, ld, G, D, vb, row_bytes, n, acc, d0, 0);
+    if (d0 < D) pv_heads(kind, 0, p, ld, G, D, vb, row_bytes, n, acc, d0, tail_mask(D - d0));
+}
+
+/* ---- The instances ------------------------------------------------------------------------ */
+
+#define IFA__DEFINE_AVX512_KERNELS(suffix, kind)                                                      \
+    static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *k, int64_t row_stride,  \
+                            int64_t d_stride, int64_t n, float *scores, int64_t ld) {                 \
+        (void)d_stride;                                                                               \
+        qk_impl(kind, q, G, D, k, row_stride, n, scores, ld);                                         \
+    }                                                                                                 \
+    static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *v,          \
+                            int64_t row_stride, int64_t d_stride, int64_t n, float *acc) {            \
+        (void)d_stride;                                                                               \
+        pv_impl(kind, p, ld, G, D, v, row_stride, n, acc);                                            \
+    }
+
+IFA__DEFINE_AVX512_KERNELS(f16, IFA__KV_F16)
+IFA__DEFINE_AVX512_KERNELS(bf16, IFA__KV_BF16)
+IFA__DEFINE_AVX512_KERNELS(f32, IFA__KV_F32)
+IFA__DEFINE_AVX512_KERNELS(i8, IFA__KV_I8)
+
+/* ---- softmax ------------------------------------------------------------------------------ */
+
+/* expf, vectorised (Cephes): x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact
+ * reduction), e^r = 1 + r + r^2 P(r), then VSCALEFPS multiplies by 2^n with one rounding. The
+ * input is clamped to [-110, 89] first, with the constant as the first operand of MIN/MAX so a
+ * NaN input passes through (MAXPS returns its second operand when either is NaN); -inf and
+ * -1e12 become -110, whose exp rounds to exactly 0, and 89 overflows to +inf as expf does. */
+IFA__INLINE __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-110.0f), x);
+    x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 r2 = _mm512_mul_ps(r, r);
+    y = _mm512_fmadd_ps(y, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(y, n);
+}
+
+static void softmax_avx512(float *s, int64_t ld, int64_t G, int64_t n, float *m, float *l, float *alpha) {
+    for (int64_t g = 0; g < G; g++) {
+        float *sg = s + g * ld;
+        /* The maximum: MAXPS(x, acc) keeps acc when x is NaN, as the reference's "x > mx" does. */
+        __m512 vmax = _mm512_set1_ps(-INFINITY);
+        for (int64_t i = 0; i < n; i += 16) {
+            const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
+            vmax = _mm512_max_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, sg + i), vmax);
+        }
+        const float smax = _mm512_reduce_max_ps(vmax);
+        const float mx = smax > m[g] ? smax : m[g];
+        const __m512 vmx = _mm512_set1_ps(mx);
+        __m512 vsum = _mm512_setzero_ps();
+        for (int64_t i = 0; i < n; i += 16) {
+            const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
+            const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, sg + i), vmx));
+            _mm512_mask_storeu_ps(sg + i, k, e);
+            vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(k, e));
+        }
+        float a = 0.0f;
+        if (m[g] != -INFINITY) _mm_store_ss(&a, _mm512_castps512_ps128(exp16(_mm512_set1_ps(m[g] - mx))));
+        alpha[g] = a;
+        l[g] = l[g] * a + _mm512_reduce_add_ps(vsum);
+        m[g] = mx;
+    }
+}
+
+const ifa__kernel_table ifa__kernels_avx512 = {
+    .isa = "avx512",
+    .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
+    .pv = {[IFA__KV_F16] = pv_f16, [IFA__KV_BF16] = pv_bf16, [IFA__KV_F32] = pv_f32, [IFA__KV_I8] = pv_i8},
+    .softmax = softmax_avx512,
+    .needs_unit_d_stride = 1,
+};
