@@ -16,7 +16,7 @@
  *                              sum p (v + o_t) c_t = sum (p c_t) v + sum p c_t o_t   -> voff
  * Full quantisation (int8 query, SPEC.md 7): raw = q_i8 . k_i8 exactly (integers in float32),
  * s = scale * dequant_scale1 * raw, and the P.V kernel receives p8 = sat_int8(rne(p * qs1)),
- * quantised against the running maximum of the chunk, as the original's tiles do.
+ * quantised against the global maximum of (b, h), found by a first pass over K.
  */
 #include "attend.h"
 
@@ -149,6 +149,31 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
     }
 }
 
+/* Full quantisation only: the maximum score of each head over [t0, t1), one extra pass over K.
+ * SPEC.md 7 quantises p_t = exp(s_t - m) against the global maximum m; quantising against a
+ * running maximum instead (which SPEC allows) drifts by up to a few times the 1e-2 tolerance on
+ * widely spread scores, so the int8 path pays for the extra read of K to be exact. */
+static void full_quant_max(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h,
+                           int64_t t0, int64_t t1, const float *qp, const float *bias, const float *qsum,
+                           float *s, float *m) {
+    const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
+    const int finish = needs_finish(pb);
+    ifa__kv_cursor cur;
+    ifa__kv_segment seg;
+    ifa__kv_cursor_init(&cur, pb, b, h, t0, t1);
+    while (ifa__kv_cursor_next(&cur, &seg)) {
+        const ifa__kernel_table *kk = kt->needs_unit_d_stride && seg.k_d != 1 ? &ifa__kernels_ref : kt;
+        for (int64_t i0 = 0; i0 < seg.n; i0 += IFA__CHUNK_ROWS) {
+            const int64_t n = ifa__min64(IFA__CHUNK_ROWS, seg.n - i0);
+            const char *k = seg.k + i0 * seg.k_tok * pb->elem_size;
+            kk->qk[IFA__KV_I8](qp, G, D, k, seg.k_tok, seg.k_d, n, s, ld);
+            if (finish) finish_scores(pb, b, h, seg.pos0 + i0, n, bias, qsum, s, ld);
+            for (int64_t g = 0; g < G; g++)
+                for (int64_t i = 0; i < n; i++) m[g] = s[g * ld + i] > m[g] ? s[g * ld + i] : m[g];
+        }
+    }
+}
+
 void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h, int64_t t0,
                       int64_t t1, float *state, float *scratch) {
     const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
@@ -157,6 +182,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
     ifa__state_init(state, G, D);
     if (t1 <= t0) return;
     prepare_query(pb, b, h, qp, bias, qsum);
+    if (pb->full_quant) full_quant_max(pb, kt, b, h, t0, t1, qp, bias, qsum, s, ifa__state_m(state, G));
 
     const ifa__kv_kind kind = kv_kind(pb->kv_dtype);
     ifa__kv_cursor cur;

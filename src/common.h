@@ -49,6 +49,7 @@ static inline int ifa__add_overflow(int64_t a, int64_t b, int64_t *out) {
 
 static inline int64_t ifa__min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t ifa__max64(int64_t a, int64_t b) { return a > b ? a : b; }
-static inline int64_t ifa__ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+/* ceil(a / b) for a >= 0, b > 0, without the overflow of (a + b - 1) / b near INT64_MAX. */
+static inline int64_t ifa__ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 
 #endif /* IFA_COMMON_H */

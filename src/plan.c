@@ -46,7 +46,7 @@ static void run_tile(void *arg, size_t item, int thread) {
     const int64_t T = ifa__kv_token_count(pb, b);
     /* Chunks of equal token count; splitting at page boundaries is not needed for correctness
      * because the cursor starts mid-page. */
-    const int64_t per = (T + c->splits - 1) / c->splits;
+    const int64_t per = ifa__ceil_div(T, c->splits);
     const int64_t t0 = ifa__min64(T, chunk * per), t1 = ifa__min64(T, t0 + per);
     ifa__attend_tile(pb, c->kt, b, h, t0, t1, c->states + tile * c->state_floats,
                      c->scratch + (int64_t)thread * c->scratch_floats);
@@ -70,7 +70,9 @@ ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num
     kv_bytes *= 2.0 * (double)pb->KVN * (double)pb->D * (double)pb->elem_size;
     if (kv_bytes < IFA__MIN_PARALLEL_BYTES) num_threads = 1;
     int64_t splits = 1;
-    if (num_threads > 1 && pairs < 4 * (int64_t)num_threads) {
+    /* Full quantisation quantises p against the global maximum of each (b, h) (attend.c), which
+     * a chunk of the token range cannot know: no split there. */
+    if (num_threads > 1 && pairs < 4 * (int64_t)num_threads && !pb->full_quant) {
         splits = ifa__ceil_div(4 * (int64_t)num_threads, pairs);
         splits = ifa__min64(splits, ifa__max64(1, pb->max_len / IFA__MIN_CHUNK_TOKENS));
     }

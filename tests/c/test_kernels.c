@@ -1,0 +1,341 @@
+/*
+ * test_kernels.c - every ISA kernel against the scalar reference kernels, at the tile edges.
+ *
+ * The vector kernels tile the work (16 rows and 4 heads per qk tile on AVX-512, 8 rows on AVX2;
+ * slices of 64 or 16 floats of D in pv), so the sizes swept sit on, just below and just above
+ * those tiles: D in {1, 7, 8, 15, 16, 17, 31, 32, 33, 40, 64, 100, 128, 129, 256}, n in
+ * {1, 2, 15, 16, 17, 31, 32, 33, 63, 64}, G in {1, 2, 3, 4, 6, 7, 8}, rows further apart than D.
+ * Each buffer is allocated to its exact size, so a sanitized build catches any read past a row
+ * or a chunk, and the output buffers are filled with a sentinel to catch any write outside the
+ * entries a kernel owns.
+ *
+ * The bounds are those of float32 arithmetic, not of the storage dtypes: conversions to float32
+ * are exact, so the only differences from the reference are the order of the additions and the
+ * fused multiply-adds. qk: the reference sums in double, a kernel in float32 over chains of about
+ * D/16 + 4 additions, so |err| <= (D/16 + 8) * 2^-23 * sum_d |q_d k_d|. pv: both sum in float32
+ * in row order, so |err| <= (n + 2) * 2^-23 * (|acc| + sum_i |p_i v_i|). softmax: exp to a few
+ * ulps, sums over n terms.
+ *
+ * An ISA the CPU lacks is skipped with a printed reason; one this build lacks (its table is a
+ * weak symbol, NULL when the kernel file was not compiled in) likewise.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/convert.h"
+#include "../../src/kernels/kernels.h"
+#include "rng.h"
+#include "testing.h"
+
+/* Weak, so this test links whether or not the library was built with each ISA's kernels (the
+ * library defines IFA_HAVE_*_KERNELS for its own sources only). */
+extern const ifa__kernel_table ifa__kernels_avx2 __attribute__((weak));
+extern const ifa__kernel_table ifa__kernels_avx512 __attribute__((weak));
+
+static const int64_t k_ds[] = { 1, 7, 8, 15, 16, 17, 31, 32, 33, 40, 64, 100, 128, 129, 256 };
+static const int64_t k_ns[] = { 1, 2, 15, 16, 17, 31, 32, 33, 63, 64 };
+static const int64_t k_gs[] = { 1, 2, 3, 4, 6, 7, 8 };
+static const char *const k_kind_names[] = { "f16", "bf16", "f32", "i8" };
+#define NELEMS(a) ((int64_t)(sizeof(a) / sizeof((a)[0])))
+#define LD 64
+#define SENTINEL 12345.0f
+
+static int64_t elem_bytes(ifa__kv_kind kind)
+{
+    return kind == IFA__KV_F32 ? 4 : kind == IFA__KV_I8 ? 1 : 2;
+}
+
+/* Element i of a KV buffer as float (exact). */
+static float kv_get(const void *buf, ifa__kv_kind kind, int64_t i)
+{
+    switch (kind) {
+    case IFA__KV_F16: { uint16_t h; memcpy(&h, (const char *)buf + 2 * i, 2); return ifa__f16_to_f32(h); }
+    case IFA__KV_BF16: { uint16_t h; memcpy(&h, (const char *)buf + 2 * i, 2); return ifa__bf16_to_f32(h); }
+    case IFA__KV_F32: { float f; memcpy(&f, (const char *)buf + 4 * i, 4); return f; }
+    default: return (float)((const int8_t *)buf)[i];
+    }
+}
+
+/* A KV buffer of exactly (n-1)*stride + D elements (the last row ends the allocation), values in
+ * [-2, 2) (int8: the full range), gaps between rows filled too. */
+static void *kv_make(ifa__kv_kind kind, int64_t n, int64_t D, int64_t stride, rng *r)
+{
+    const int64_t count = (n - 1) * stride + D;
+    char *buf = malloc((size_t)(count * elem_bytes(kind)));
+    for (int64_t i = 0; i < count; i++) {
+        const float x = (float)rng_uniform(r, -2.0, 2.0);
+        switch (kind) {
+        case IFA__KV_F16: { const uint16_t h = ifa__f32_to_f16(x); memcpy(buf + 2 * i, &h, 2); break; }
+        case IFA__KV_BF16: { const uint16_t h = ifa__f32_to_bf16(x); memcpy(buf + 2 * i, &h, 2); break; }
+        case IFA__KV_F32: memcpy(buf + 4 * i, &x, 4); break;
+        default: ((int8_t *)buf)[i] = (int8_t)rng_int(r, -128, 127); break;
+        }
+    }
+    return buf;
+}
+
+static float *floats(int64_t count, rng *r, double lo, double hi)
+{
+    float *f = malloc((size_t)count * sizeof *f);
+    for (int64_t i = 0; i < count; i++) f[i] = (float)rng_uniform(r, lo, hi);
+    return f;
+}
+
+/* The tables to test, with the reason when one is skipped. */
+static int isa_tables(const ifa__kernel_table **out, int verbose)
+{
+    int count = 0;
+    __builtin_cpu_init();
+    if (&ifa__kernels_avx2 == NULL) {
+        if (verbose) tst_note("avx2: skipped, this build has no AVX2 kernels");
+    } else if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))) {
+        if (verbose) tst_note("avx2: skipped, this CPU lacks AVX2, FMA or F16C");
+    } else {
+        out[count++] = &ifa__kernels_avx2;
+    }
+    if (&ifa__kernels_avx512 == NULL) {
+        if (verbose) tst_note("avx512: skipped, this build has no AVX-512 kernels");
+    } else if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                 __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni"))) {
+        if (verbose) tst_note("avx512: skipped, this CPU lacks AVX-512 F/BW/DQ/VL/BF16/VNNI");
+    } else {
+        out[count++] = &ifa__kernels_avx512;
+    }
+    return count;
+}
+
+/* Row stride of a case: D itself or a little more, varied with the case. */
+static int64_t pick_stride(int64_t D, rng *r)
+{
+    static const int64_t extra[] = { 0, 1, 3, 16, 37 };
+    return D + RNG_PICK(r, extra);
+}
+
+static void check_qk(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, int64_t n, int64_t G, uint64_t seed)
+{
+    rng r = rng_seed(seed);
+    const int64_t stride = pick_stride(D, &r);
+    void *k = kv_make(kind, n, D, stride, &r);
+    float *q = floats(G * D, &r, -2.0, 2.0);
+    float *got = malloc((size_t)(G * LD) * sizeof *got), *want = malloc((size_t)(G * LD) * sizeof *want);
+    for (int64_t i = 0; i < G * LD; i++) got[i] = want[i] = SENTINEL;
+    ifa__kernels_ref.qk[kind](q, G, D, k, stride, 1, n, want, LD);
+    t->qk[kind](q, G, D, k, stride, 1, n, got, LD);
+    int bad = 0;
+    for (int64_t g = 0; g < G && !bad; g++) {
+        for (int64_t i = 0; i < LD && !bad; i++) {
+            const float a = got[g * LD + i], b = want[g * LD + i];
+            if (i >= n) {
+                if (a != SENTINEL) {
+                    bad = 1;
+                    CHECK_MSG(0, "%s qk %s D=%lld n=%lld G=%lld: wrote scores[%lld][%lld] past n", t->isa,
+                              k_kind_names[kind], (long long)D, (long long)n, (long long)G, (long long)g, (long long)i);
+                }
+                continue;
+            }
+            double mag = 0.0;
+            for (int64_t d = 0; d < D; d++) mag += fabs((double)q[g * D + d] * kv_get(k, kind, i * stride + d));
+            const double tol = (double)(D / 16 + 8) * 0x1p-23 * mag;
+            if (!(fabs((double)a - b) <= tol)) {
+                bad = 1;
+                CHECK_MSG(0, "%s qk %s D=%lld n=%lld G=%lld stride=%lld: scores[%lld][%lld] = %.9g, ref %.9g (tol %.3g)",
+                          t->isa, k_kind_names[kind], (long long)D, (long long)n, (long long)G, (long long)stride,
+                          (long long)g, (long long)i, a, b, tol);
+            }
+        }
+    }
+    free(k);
+    free(q);
+    free(got);
+    free(want);
+}
+
+static void check_pv(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, int64_t n, int64_t G, uint64_t seed)
+{
+    rng r = rng_seed(seed);
+    const int64_t stride = pick_stride(D, &r);
+    void *v = kv_make(kind, n, D, stride, &r);
+    /* Weights as the softmax leaves them (0..1), and sometimes negative (per-token antiquant folds
+     * a scale into them); entries past n hold a sentinel no kernel may read. */
+    float *p = floats(G * LD, &r, (seed & 1) ? -1.0 : 0.0, 1.0);
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t i = n; i < LD; i++) p[g * LD + i] = NAN;
+    float *acc0 = floats(G * D + 1, &r, -3.0, 3.0);
+    acc0[G * D] = SENTINEL;
+    float *got = malloc((size_t)(G * D + 1) * sizeof *got), *want = malloc((size_t)(G * D + 1) * sizeof *want);
+    memcpy(got, acc0, (size_t)(G * D + 1) * sizeof *got);
+    memcpy(want, acc0, (size_t)(G * D + 1) * sizeof *want);
+    ifa__kernels_ref.pv[kind](p, LD, G, D, v, stride, 1, n, want);
+    t->pv[kind](p, LD, G, D, v, stride, 1, n, got);
+    CHECK_MSG(got[G * D] == SENTINEL, "%s pv %s D=%lld n=%lld G=%lld: wrote past acc", t->isa, k_kind_names[kind],
+              (long long)D, (long long)n, (long long)G);
+    int bad = 0;
+    for (int64_t g = 0; g < G && !bad; g++) {
+        for (int64_t d = 0; d < D && !bad; d++) {
+            double mag = fabs(acc0[g * D + d]);
+            for (int64_t i = 0; i < n; i++) mag += fabs((double)p[g * LD + i] * kv_get(v, kind, i * stride + d));
+            const double tol = (double)(n + 2) * 0x1p-23 * mag;
+            const float a = got[g * D + d], b = want[g * D + d];
+            if (!(fabs((double)a - b) <= tol)) {
+                bad = 1;
+                CHECK_MSG(0, "%s pv %s D=%lld n=%lld G=%lld stride=%lld: acc[%lld][%lld] = %.9g, ref %.9g (tol %.3g)",
+                          t->isa, k_kind_names[kind], (long long)D, (long long)n, (long long)G, (long long)stride,
+                          (long long)g, (long long)d, a, b, tol);
+            }
+        }
+    }
+    free(v);
+    free(p);
+    free(acc0);
+    free(got);
+    free(want);
+}
+
+static void sweep(int qk)
+{
+    const ifa__kernel_table *tables[2];
+    const int count = isa_tables(tables, 1);
+    int64_t cases = 0;
+    for (int ti = 0; ti < count; ti++) {
+        for (int kind = 0; kind < IFA__KV_KIND_COUNT; kind++) {
+            const int before = tst_failures();
+            for (int64_t a = 0; a < NELEMS(k_ds); a++)
+                for (int64_t b = 0; b < NELEMS(k_ns); b++)
+                    for (int64_t c = 0; c < NELEMS(k_gs); c++) {
+                        const uint64_t seed = (uint64_t)(((kind * 31 + a) * 31 + b) * 31 + c) + (qk ? 0 : 1000003u);
+                        if (qk)
+                            check_qk(tables[ti], (ifa__kv_kind)kind, k_ds[a], k_ns[b], k_gs[c], seed);
+                        else
+                            check_pv(tables[ti], (ifa__kv_kind)kind, k_ds[a], k_ns[b], k_gs[c], seed);
+                        cases++;
+                        if (tst_failures() - before > 8) goto next_kind; /* one broken kernel: enough said */
+                    }
+        next_kind:;
+        }
+    }
+    tst_note("%lld cases over %d ISA(s)", (long long)cases, count);
+}
+
+static void test_qk_edges(void) { sweep(1); }
+static void test_pv_edges(void) { sweep(0); }
+
+/* ---- softmax ---- */
+
+/* |a - b| within a few ulps relative (or both NaN, or both the same infinity). */
+static int close_rel(double a, double b, double rel)
+{
+    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
+    if (a == b) return 1;
+    return fabs(a - b) <= rel * fabs(b) + 1e-37;
+}
+
+typedef enum score_pattern { PAT_RANDOM, PAT_ALL_MASKED, PAT_MIXED, PAT_NEG_INF, PAT_NAN, PAT_COUNT } score_pattern;
+static const char *const k_pattern_names[] = { "random", "all -1e12", "mixed -1e12", "some -inf", "a NaN" };
+
+static void check_softmax(const ifa__kernel_table *t, score_pattern pat, int64_t n, int64_t G, int m_init, uint64_t seed)
+{
+    rng r = rng_seed(seed);
+    float s0[8 * LD], sg[8 * LD], sw[8 * LD];
+    float m0[8] = { 0 }, l0[8] = { 0 }, mg[8], lg[8], mw[8], lw[8], ag[8], aw[8];
+    for (int64_t i = 0; i < G * LD; i++) {
+        float x = (float)rng_uniform(&r, -30.0, 30.0);
+        if (pat == PAT_ALL_MASKED || (pat == PAT_MIXED && rng_int(&r, 0, 2) == 0)) x = -1e12f;
+        if (pat == PAT_NEG_INF && rng_int(&r, 0, 3) == 0) x = -INFINITY;
+        s0[i] = (i % LD) < n ? x : SENTINEL;
+    }
+    if (pat == PAT_NAN) s0[rng_int(&r, 0, n - 1)] = NAN;
+    for (int64_t g = 0; g < G; g++) {
+        /* m_init: 0 the first chunk (-inf, l = 0), 1 a running max below the scores, 2 above. */
+        m0[g] = m_init == 0 ? -INFINITY : m_init == 1 ? -40.0f : 45.0f;
+        l0[g] = m_init == 0 ? 0.0f : (float)rng_uniform(&r, 1.0, 10.0);
+    }
+    memcpy(sg, s0, sizeof sg);
+    memcpy(sw, s0, sizeof sw);
+    memcpy(mg, m0, sizeof mg);
+    memcpy(mw, m0, sizeof mw);
+    memcpy(lg, l0, sizeof lg);
+    memcpy(lw, l0, sizeof lw);
+    ifa__kernels_ref.softmax(sw, LD, G, n, mw, lw, aw);
+    t->softmax(sg, LD, G, n, mg, lg, ag);
+    int bad = 0;
+    const double rel = 8 * 0x1p-23;
+    for (int64_t g = 0; g < G && !bad; g++) {
+        for (int64_t i = 0; i < LD && !bad; i++) {
+            const float a = sg[g * LD + i], b = sw[g * LD + i];
+            const int ok = i < n ? close_rel(a, b, rel) : a == SENTINEL;
+            if (!ok) {
+                bad = 1;
+                CHECK_MSG(0, "%s softmax (%s, n=%lld, G=%lld, m=%g): s[%lld][%lld] = %.9g, ref %.9g", t->isa,
+                          k_pattern_names[pat], (long long)n, (long long)G, m0[g], (long long)g, (long long)i, a, b);
+            }
+        }
+        const int ok = mg[g] == mw[g] && close_rel(ag[g], aw[g], rel) && close_rel(lg[g], lw[g], (double)(n + 8) * 0x1p-23);
+        if (!ok && !bad) {
+            bad = 1;
+            CHECK_MSG(0, "%s softmax (%s, n=%lld, G=%lld, m=%g): head %lld m/l/alpha = %.9g %.9g %.9g, ref %.9g %.9g %.9g",
+                      t->isa, k_pattern_names[pat], (long long)n, (long long)G, m0[g], (long long)g, mg[g], lg[g],
+                      ag[g], mw[g], lw[g], aw[g]);
+        }
+    }
+}
+
+static void test_softmax(void)
+{
+    const ifa__kernel_table *tables[2];
+    const int count = isa_tables(tables, 0);
+    int64_t cases = 0;
+    for (int ti = 0; ti < count; ti++)
+        for (int pat = 0; pat < PAT_COUNT; pat++)
+            for (int64_t b = 0; b < NELEMS(k_ns); b++)
+                for (int64_t c = 0; c < NELEMS(k_gs); c++)
+                    for (int mi = 0; mi < 3; mi++, cases++)
+                        check_softmax(tables[ti], (score_pattern)pat, k_ns[b], k_gs[c], mi, (uint64_t)cases * 7919u + 1);
+    tst_note("%lld cases over %d ISA(s)", (long long)cases, count);
+}
+
+/* The exp itself, over the range the softmax feeds it (x - max <= 0) and the special values: a
+ * few ulps relative where expf is normal, within a few subnormal steps below, exactly 0 far below,
+ * NaN through (+inf - +inf included). Driven through the softmax with m = 0 and one score x, so
+ * s = exp(min(x, 0)). */
+static void test_exp_range(void)
+{
+    const ifa__kernel_table *tables[2];
+    const int count = isa_tables(tables, 0);
+    static const float specials[] = { 0.0f, -0.0f, -1e-30f, 1e-30f, -87.0f, -87.4f, -88.0f, -100.0f, -103.9f,
+                                      -104.0f, -110.0f, -1e12f, -INFINITY, 88.0f, 88.7f, 88.8f, 100.0f, INFINITY, NAN };
+    for (int ti = 0; ti < count; ti++) {
+        int bad = 0;
+        for (int64_t k = 0; k < 200000 + NELEMS(specials) && bad < 5; k++) {
+            const float x = k < NELEMS(specials) ? specials[k] : -120.0f + (float)(k - NELEMS(specials)) * (210.0f / 200000.0f);
+            float s[1] = { x }, m[1] = { 0.0f }, l[1] = { 0.0f }, a[1];
+            tables[ti]->softmax(s, LD, 1, 1, m, l, a);
+            const double want = exp((double)(x > 0.0f ? 0.0f : x)); /* m becomes max(0, x) */
+            const double got = s[0];
+            const int ok = isnan(x) || x == INFINITY ? isnan(got) : want < 0x1p-126 ? fabs(got - want) <= 4 * 0x1p-149 : close_rel(got, want, 4 * 0x1p-23);
+            if (!ok) {
+                bad++;
+                CHECK_MSG(0, "%s exp(%.9g) = %.9g, want %.9g", tables[ti]->isa, x, got, want);
+            }
+        }
+        /* The far tail must be exactly 0, not a subnormal. */
+        float s[2] = { -1e12f, -INFINITY }, m[1] = { 0.0f }, l[1] = { 0.0f }, a[1];
+        tables[ti]->softmax(s, LD, 1, 2, m, l, a);
+        CHECK_MSG(s[0] == 0.0f && s[1] == 0.0f && l[0] == 0.0f && a[0] == 1.0f, "%s: exp(-1e12) = %g, exp(-inf) = %g",
+                  tables[ti]->isa, s[0], s[1]);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    printf("ISAs available to the library: %s\n", ifa_isa_available());
+    static const tst_case cases[] = {
+        TST_CASE(test_qk_edges),
+        TST_CASE(test_pv_edges),
+        TST_CASE(test_softmax),
+        TST_CASE(test_exp_range),
+    };
+    return tst_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
+}

@@ -1,0 +1,45 @@
+"""pytest configuration for the incre_flash_attention_v5 tests.
+
+The helpers (golden.py, cases.py) live beside the tests; this directory is put on sys.path so they
+import the same way under any pytest import mode.
+"""
+
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from cases import has_torch  # noqa: E402
+
+
+def pytest_report_header(config):
+    if not has_torch():
+        return "torch not installed: bfloat16 and torch-backend cases are skipped"
+    import torch
+
+    return f"torch {torch.__version__}"
+
+
+@pytest.fixture
+def ifa():
+    """The operator under test (import errors are test errors, never skips)."""
+    import custom_ops
+
+    return custom_ops.incre_flash_attention_v5
+
+
+@pytest.fixture
+def custom_ops_mod():
+    import custom_ops
+
+    return custom_ops
+
+
+@pytest.fixture
+def need_torch():
+    if not has_torch():
+        pytest.skip("torch is not installed (needed for bfloat16 / torch tensors)")

@@ -1,0 +1,457 @@
+"""Edge cases of SPEC 1-8, each compared with the float64 golden."""
+
+import numpy as np
+import pytest
+
+from cases import (PARAM_ORDER, SENTINEL, Case, assert_matches, check_case,
+                   make_case, op, random_case, result_np)
+
+torch = pytest.importorskip("torch", reason="edge tests use torch tensors")
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+# ---------------------------------------------------------------- lengths and empty sequences
+
+
+@pytest.mark.parametrize("form", ["contig", "list", "pad", "paged3", "pagedpos4"])
+@pytest.mark.parametrize("outq", [None, "(N,D)"])
+def test_all_lengths_zero(form, outq):
+    case = make_case(_rng(1), layout="BNSD", form=form, qdtype="float16", B=3, KVN=2, G=2, D=16,
+                     lens=[0, 0, 0], bs=4, pse="B", mask="(B,S)", out_quant=outq)
+    got = check_case(case)
+    if outq is None:
+        assert np.all(result_np(got) == 0)
+    else:  # quant(0) = sat(rne(offset)) per channel
+        off = case.inputs["quant_offset2"].astype(np.float64).reshape(-1)
+        exp = np.clip(np.rint(off), -128, 127).reshape(4, 16)
+        np.testing.assert_array_equal(result_np(got)[:, :, 0, :], np.broadcast_to(exp, (3, 4, 16)))
+
+
+@pytest.mark.parametrize("outq", [None, "tensor", "(1,ND)"])
+def test_left_padding_start_negative(outq):
+    rng = _rng(2)
+    case = make_case(rng, layout="BSH", form="pad", qdtype="float32", B=4, KVN=1, G=2, D=16,
+                     lens=[3, 8, 9, 0], pad=2, out_quant=outq)
+    S = case.inputs["key_list"].shape[1]
+    # batch 0 valid, batch 1 exactly start 0, batch 2 start -1, batch 3 zero length
+    case.inputs["actual_seq_lengths"] = [3, S - 2, S - 1, 0]
+    g = case.golden()
+    assert list(g.token_counts[:, 0]) == [3, S - 2, 0, 0]
+    got = check_case(case)
+    if outq is None:
+        assert np.all(result_np(got)[2:] == 0)
+
+
+def test_left_padding_zero_pad_equals_contiguous():
+    case = make_case(_rng(3), layout="BSND", form="pad", qdtype="float16", B=2, KVN=2, D=40,
+                     lens=[5, 9], pad=0, pse="1", mask="(B,1,S)")
+    check_case(case)
+
+
+@pytest.mark.parametrize("four", [False, True])
+def test_head_with_all_slots_unselected(four):
+    case = make_case(_rng(4), layout="BNSD", form="pagedpos4" if four else "pagedpos3",
+                     qdtype="float16", B=2, KVN=3, G=2, D=16, lens=[20, 13], bs=4, hole_prob=0.0)
+    case.inputs["block_position"][0, 1, :] = SENTINEL
+    case.inputs["block_position"][1, :, :] = SENTINEL
+    g = case.golden()
+    assert g.token_counts[0, 1] == 0 and g.token_counts[0, 0] > 0 and g.token_counts[1].sum() == 0
+    got = result_np(check_case(case))
+    assert np.all(got[0, 2:4] == 0) and np.all(got[1] == 0)
+
+
+@pytest.mark.parametrize("qdtype", ["float16", "bfloat16", "float32", "int8"])
+def test_fully_masked_is_mean_of_v(qdtype):
+    case = make_case(_rng(5), layout="BSH", form="contig", qdtype=qdtype, B=2, KVN=1, G=2, D=64,
+                     lens=[7, 33], pse="B", mask="(B,S)")
+    case.inputs["attention_mask"][:] = True
+    check_case(case)
+    if qdtype == "float32":
+        v = case.inputs["value_list"].astype(np.float64)
+        got = result_np(op()(**case.kwargs()))
+        np.testing.assert_allclose(got[0, 0, :64], v[0, :7].mean(0), atol=1e-5, rtol=1e-5)
+
+
+def test_mask_all_but_one_token():
+    case = make_case(_rng(6), layout="BNSD", form="paged3", qdtype="float32", B=1, KVN=1, D=16,
+                     lens=[40], bs=16, mask="(B,1,1,S)", mask_dtype="uint8")
+    case.inputs["attention_mask"][:] = 1
+    case.inputs["attention_mask"][..., 37] = 0
+    got = result_np(check_case(case))
+    kc = case.inputs["value_list"]  # (nb, bs, D)
+    blk = case.inputs["block_table"][0, 37 // 16]
+    np.testing.assert_allclose(got[0, 0, 0], kc[blk, 37 % 16].astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+def test_holes_and_trimmed_last_page():
+    """Selected pages listed with holes; L = (k-1)*bs + tokens in the last (partial) page."""
+    rng = _rng(7)
+    case = make_case(rng, layout="BNSD", form="pagedpos3", qdtype="float16", B=2, KVN=2, G=4,
+                     D=64, lens=[16 * 3 + 5, 16 * 2 + 1], bs=16, pse="B", mask="(B,S)")
+    bp = case.inputs["block_position"]
+    M = case.inputs["block_table"].shape[1]
+    bt = case.inputs["block_table"]
+    nb = case.inputs["key_list"].shape[0]
+    bt[:] = rng.permutation(nb)[:bt.size].reshape(bt.shape)
+    bp[0, 0, :4] = [0, SENTINEL, 2, min(3, M - 1)]      # hole at slot 1
+    bp[0, 1, :4] = [SENTINEL, SENTINEL, 1, 0]           # holes first, pages out of order
+    bp[1, 0, :3] = [2, 0, SENTINEL]                      # trailing hole
+    bp[1, 1, :3] = [SENTINEL, 1, 2]
+    check_case(case)
+
+
+def test_garbage_in_unused_entries():
+    rng = _rng(8)
+    case = make_case(rng, layout="BNSD", form="pagedpos4", qdtype="float32", B=2, KVN=2, D=16,
+                     lens=[9, 4], bs=4, hole_prob=0.0, garbage=True)
+    bp, bt = case.inputs["block_position"], case.inputs["block_table"]
+    P = bp.shape[2]
+    # slots past ceil(L/bs) hold anything (out-of-range and negative values included)
+    bp[0, :, 3:] = -12345
+    bp[1, :, 1:] = 2**31 - 2
+    # table columns never referenced hold anything
+    used = {(b, int(i)) for b in range(2) for i in bp[b, :, :3 if b == 0 else 1].reshape(-1)}
+    for b in range(2):
+        for m in range(bt.shape[1]):
+            if (b, m) not in used:
+                bt[b, m] = [-1, 2**31 - 1, 99999][m % 3]
+    check_case(case)
+    # paged without block_position: columns past ceil(L/bs)
+    case = make_case(rng, layout="BSH", form="paged3", qdtype="float16", B=2, KVN=1, D=16,
+                     lens=[5, 0], bs=4)
+    case.inputs["block_table"] = np.concatenate(
+        [case.inputs["block_table"], np.full((2, 3), -77, np.int32)], axis=1)
+    case.inputs["block_table"][1, :] = SENTINEL
+    check_case(case)
+
+
+# ---------------------------------------------------------------- absent optional inputs
+
+
+OPTIONAL_TENSORS = ["pse_shift", "attention_mask", "dequant_scale1", "quant_scale1", "dequant_scale2",
+                    "quant_scale2", "quant_offset2", "antiquant_scale", "antiquant_offset",
+                    "block_table", "kv_padding_size", "block_position"]
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_empty_tensor_means_absent(backend):
+    case = make_case(_rng(9), layout="BSND", form="contig", qdtype="float16", B=2, KVN=2, D=16,
+                     lens=[6, 3])
+    mk = (lambda: torch.empty(0)) if backend == "torch" else (lambda: np.empty(0, np.float32))
+    over = {n: mk() for n in OPTIONAL_TENSORS}
+    got = op()(**case.kwargs(backend, **over))
+    assert_matches(case, got, backend=backend)
+
+
+def test_empty_tensor_absent_on_paged_path():
+    case = make_case(_rng(10), layout="BNSD", form="paged4", qdtype="float16", B=2, KVN=2, D=16,
+                     lens=[6, 3], bs=4)
+    over = {n: torch.empty(0) for n in OPTIONAL_TENSORS if n != "block_table"}
+    assert_matches(case, op()(**case.kwargs("torch", **over)))
+    # int8 KV with empty offset: offset 0
+    case = make_case(_rng(11), layout="BSH", form="contig", qdtype="float16", kvdtype="int8", B=1,
+                     KVN=1, D=16, lens=[6], antiquant="ch_flat", antiquant_offset=False)
+    assert_matches(case, op()(**case.kwargs("torch", antiquant_offset=torch.empty(0))))
+
+
+# ---------------------------------------------------------------- actual_seq_lengths forms
+
+
+def _len_case(form):
+    return make_case(_rng(12), layout="BSH", form=form, qdtype="float32", B=3, KVN=1, G=2, D=16,
+                     lens=[5, 9, 2], bs=4)
+
+
+@pytest.mark.parametrize("form", ["contig", "paged3"])
+@pytest.mark.parametrize("kind", ["list", "tuple", "int64", "int32", "numpy64", "numpy32"])
+def test_lengths_container_types(form, kind):
+    case = _len_case(form)
+    lens = [5, 9, 2]
+    val = {"list": list(lens), "tuple": tuple(lens), "int64": torch.tensor(lens, dtype=torch.int64),
+           "int32": torch.tensor(lens, dtype=torch.int32),
+           "numpy64": np.array(lens, np.int64), "numpy32": np.array(lens, np.int32)}[kind]
+    gold = case.golden()
+    got = op()(**case.kwargs("torch", actual_seq_lengths=val))
+    assert_matches(case, got, gold)
+
+
+@pytest.mark.parametrize("form", ["contig", "paged3", "pad"])
+@pytest.mark.parametrize("kind", ["list1", "tensor1"])
+def test_lengths_one_value_broadcast(form, kind):
+    case = _len_case(form)
+    case.inputs["actual_seq_lengths"] = [4, 4, 4]
+    gold = case.golden()
+    val = [4] if kind == "list1" else torch.tensor([4], dtype=torch.int64)
+    assert_matches(case, op()(**case.kwargs("torch", actual_seq_lengths=val)), gold)
+
+
+@pytest.mark.parametrize("form", ["contig", "paged3"])
+def test_lengths_more_than_b_values(form):
+    case = _len_case(form)
+    gold = case.golden()
+    for val in ([5, 9, 2, 1000, 7], torch.tensor([5, 9, 2, 7], dtype=torch.int64)):
+        assert_matches(case, op()(**case.kwargs("torch", actual_seq_lengths=val)), gold)
+
+
+def test_lengths_absent_contiguous_is_full():
+    case = make_case(_rng(13), layout="BNSD", form="contig", qdtype="float16", B=2, KVN=1, D=16,
+                     lens=[7, 7], omit_lengths=True)
+    assert "actual_seq_lengths" not in case.inputs
+    check_case(case)
+    case = make_case(_rng(14), layout="BSH", form="list", qdtype="float16", B=3, KVN=1, D=16,
+                     lens=[7, 1, 12], omit_lengths=True)
+    check_case(case)
+
+
+# ---------------------------------------------------------------- key_list forms
+
+
+@pytest.mark.parametrize("layout", ["BSH", "BSND", "BNSD"])
+def test_key_list_tensor_list1_listB(layout):
+    case = make_case(_rng(15), layout=layout, form="contig", qdtype="float16", B=3, KVN=2, D=16,
+                     lens=[4, 6, 1], pse="B")
+    gold = case.golden()
+    k, v = case.inputs["key_list"], case.inputs["value_list"]
+    kw = case.kwargs("torch")
+    kt, vt = kw["key_list"], kw["value_list"]
+    assert_matches(case, op()(**kw), gold)
+    assert_matches(case, op()(**case.kwargs("torch", key_list=[kt], value_list=[vt])), gold)
+    assert_matches(case, op()(**case.kwargs("torch", key_list=(kt,), value_list=(vt,))), gold)
+    kl = [torch.from_numpy(k[b:b + 1].copy()) for b in range(3)]
+    vl = [torch.from_numpy(v[b:b + 1].copy()) for b in range(3)]
+    assert_matches(case, op()(**case.kwargs("torch", key_list=kl, value_list=vl)), gold)
+
+
+def test_key_list_paged_one_element_list():
+    case = make_case(_rng(16), layout="BNSD", form="pagedpos4", qdtype="bfloat16", B=2, KVN=2,
+                     D=16, lens=[9, 3], bs=4)
+    kw = case.kwargs("torch")
+    assert_matches(case, op()(**case.kwargs("torch", key_list=[kw["key_list"]],
+                                            value_list=[kw["value_list"]])))
+
+
+# ---------------------------------------------------------------- non-contiguous inputs
+
+
+def _noncontig(t, kind):
+    """A non-contiguous tensor equal to t."""
+    if kind == "stride2":
+        big = torch.zeros(t.shape[:-1] + (t.shape[-1] * 2,), dtype=t.dtype)
+        big[..., ::2] = t
+        v = big[..., ::2]
+    else:  # permuted storage
+        nd = t.dim()
+        perm = list(range(nd))[::-1]
+        inv = np.argsort(perm).tolist()
+        v = t.permute(perm).contiguous().permute(inv)
+    assert torch.equal(v, t) and not v.is_contiguous()
+    return v
+
+
+@pytest.mark.parametrize("kind", ["stride2", "permuted"])
+@pytest.mark.parametrize("which", ["query", "key_list", "value_list", "pse_shift", "attention_mask",
+                                   "block_table", "block_position", "antiquant_scale",
+                                   "quant_scale2"])
+def test_non_contiguous_inputs_correct_or_rejected(which, kind):
+    rng = _rng(17)
+    if which in ("block_table", "block_position", "key_list", "value_list"):
+        case = make_case(rng, layout="BNSD", form="pagedpos3", qdtype="float16", B=2, KVN=2, G=2,
+                         D=16, lens=[9, 5], bs=4)
+    elif which == "antiquant_scale":
+        case = make_case(rng, layout="BSH", form="contig", qdtype="float16", kvdtype="int8", B=2,
+                         KVN=2, D=16, lens=[9, 5], antiquant="ch_nd")
+    elif which == "quant_scale2":
+        case = make_case(rng, layout="BSND", form="contig", qdtype="float16", B=2, KVN=2, D=16,
+                         lens=[9, 5], out_quant="(N,D)")
+    else:
+        case = make_case(rng, layout="BSND", form="contig", qdtype="float16", B=2, KVN=2, G=2,
+                         D=16, lens=[9, 5], pse="B", mask="(B,S)", mask_dtype="int8")
+    gold = case.golden()
+    kw = case.kwargs("torch")
+    kw[which] = _noncontig(kw[which], kind)
+    try:
+        got = op()(**kw)
+    except ValueError as e:
+        assert which in str(e) or "contiguous" in str(e), f"rejection message names nothing: {e}"
+        return
+    assert_matches(case, got, gold)
+
+
+@pytest.mark.parametrize("which", ["query", "key_list"])
+def test_non_contiguous_numpy_correct_or_rejected(which):
+    case = make_case(_rng(18), layout="BNSD", form="contig", qdtype="float32", B=2, KVN=2, D=16,
+                     lens=[9, 5])
+    gold = case.golden()
+    kw = case.kwargs("numpy")
+    a = kw[which]
+    f = np.asfortranarray(a)
+    assert not f.flags.c_contiguous
+    kw[which] = f
+    try:
+        got = op()(**kw)
+    except ValueError as e:
+        assert which in str(e) or "contiguous" in str(e), str(e)
+        return
+    assert_matches(case, got, gold)
+
+
+# ---------------------------------------------------------------- out=, antiquant_mode, positional
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+@pytest.mark.parametrize("outq", [None, "tensor"])
+def test_out_preallocated(backend, outq):
+    case = make_case(_rng(19), layout="BSH", form="paged3", qdtype="float16", B=2, KVN=1, G=2,
+                     D=16, lens=[9, 0], bs=4, out_quant=outq)
+    gold = case.golden()
+    shape = gold.out.shape
+    if backend == "torch":
+        out = torch.full(shape, 77, dtype=torch.int8 if outq else torch.float16)
+    else:
+        out = np.full(shape, 77, dtype=np.int8 if outq else np.float16)
+    got = op()(**case.kwargs(backend), out=out)
+    assert_matches(case, out, gold, backend=backend)  # written in place
+    assert_matches(case, got, gold, backend=backend)
+    assert got is out or np.array_equal(result_np(got), result_np(out))
+
+
+def test_antiquant_mode_keyword():
+    rng = _rng(20)
+    case = make_case(rng, layout="BNSD", form="paged4", qdtype="bfloat16", kvdtype="int8", B=2,
+                     KVN=2, D=64, lens=[30, 17], bs=16, antiquant="token")
+    assert case.antiquant_mode == 1
+    check_case(case)
+    case = make_case(rng, layout="BNSD", form="paged4", qdtype="float16", kvdtype="int8", B=2,
+                     KVN=2, D=64, lens=[30, 17], bs=16, antiquant="ch_n1d")
+    assert_matches(case, op()(**case.kwargs("torch"), antiquant_mode=0))
+    with pytest.raises(TypeError):  # keyword-only (SPEC 1): a 23rd positional argument is refused
+        args, _ = case.positional("torch")
+        op()(*args, 0)
+
+
+@pytest.mark.parametrize("form", ["pagedpos3", "pagedpos4"])
+def test_positional_call_like_the_guide(form):
+    """All 22 arguments positionally, absent ones as torch.empty(0), as the guide shows."""
+    case = make_case(_rng(21), layout="BNSD", form=form, qdtype="float16", B=2, KVN=2, G=4,
+                     D=128, lens=[16 * 3, 16 * 2], bs=16, mask="(B,1,1,S)")
+    gold = case.golden()
+    args, extra = case.positional("torch")
+    assert not extra and len(args) == 22
+    for i, name in enumerate(PARAM_ORDER[:16]):
+        if args[i] is None:
+            args[i] = torch.empty(0)
+    args[1] = [args[1]]
+    args[2] = [args[2]]
+    args[5] = list(args[5])
+    assert_matches(case, op()(*args), gold)
+
+
+def test_defaults():
+    """num_heads=1, scale_value=1.0, layout BSH, key_num_heads=0, inner_precise=1 by default."""
+    rng = _rng(22)
+    q = torch.from_numpy(rng.uniform(-1, 1, (2, 1, 32)).astype(np.float32))
+    k = torch.from_numpy(rng.uniform(-1, 1, (2, 5, 32)).astype(np.float32))
+    v = torch.from_numpy(rng.uniform(-1, 1, (2, 5, 32)).astype(np.float32))
+    case = Case(inputs={"query": q.numpy(), "key_list": k.numpy(), "value_list": v.numpy()},
+                bf16=set(), qdtype="float32", kvdtype="float32", desc="defaults")
+    assert_matches(case, op()(q, k, v), backend="torch")
+
+
+# ---------------------------------------------------------------- numerics
+
+
+@pytest.mark.parametrize("qdtype", ["float16", "bfloat16", "float32"])
+def test_large_scores_stable(qdtype):
+    case = make_case(_rng(23), layout="BSH", form="contig", qdtype=qdtype, B=2, KVN=1, D=128,
+                     lens=[50, 300], scale_value=40.0, pse="B")
+    check_case(case)
+
+
+@pytest.mark.parametrize("D", [1, 3, 8, 17, 33, 256, 512])
+def test_odd_and_large_head_dims(D):
+    case = make_case(_rng(24 + D), layout="BNSD", form="paged3", qdtype="float16", B=2, KVN=2,
+                     G=3, D=D, lens=[33, 17], bs=16)
+    check_case(case)
+
+
+@pytest.mark.parametrize("L", [1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 1023, 1025])
+def test_tile_edge_lengths(L):
+    rng = _rng(1000 + L)
+    case = make_case(rng, layout="BNSD", form="contig", qdtype="float32", B=1, KVN=1, G=2, D=64,
+                     lens=[L], mask="(B,S)")
+    check_case(case)
+    case = make_case(rng, layout="BSH", form="pagedpos3", qdtype="float16", kvdtype="int8", B=1,
+                     KVN=1, D=64, lens=[L], bs=16, antiquant="tensor")
+    check_case(case)
+
+
+def test_full_quant_uint64_scales():
+    for seed in range(4):
+        case = make_case(_rng(30 + seed), layout=["BSH", "BNSD"][seed % 2], form="paged3",
+                         qdtype="int8", B=2, KVN=2, G=2, D=64, lens=[40, 17], bs=16,
+                         u64_scales=True, out_quant=None if seed < 2 else "tensor")
+        assert case.inputs["dequant_scale1"].dtype == np.uint64
+        check_case(case, "torch" if seed % 2 else "numpy")
+
+
+def test_full_quant_uint64_high_bits_ignored():
+    case = make_case(_rng(34), layout="BSH", form="contig", qdtype="int8", B=1, KVN=1, D=64,
+                     lens=[20], u64_scales=True)
+    gold = case.golden()
+    for n in ("dequant_scale1", "quant_scale1", "dequant_scale2"):
+        case.inputs[n] = case.inputs[n] | np.uint64(0xABCD000000000000)
+    assert_matches(case, op()(**case.kwargs("numpy")), gold)
+
+
+def test_repeated_table_entries_and_shared_blocks():
+    """Two batches reading the same physical blocks, and two slots of one head the same column."""
+    case = make_case(_rng(35), layout="BNSD", form="pagedpos4", qdtype="float32", B=2, KVN=1,
+                     D=16, lens=[12, 12], bs=4, hole_prob=0.0)
+    bt = case.inputs["block_table"]
+    bt[0] = np.random.default_rng(0).permutation(case.inputs["key_list"].shape[0])[:bt.shape[1]]
+    bt[1] = bt[0]
+    case.inputs["block_position"][0, 0, :3] = [1, 1, 0]
+    check_case(case)
+
+
+def test_random_seeds_numpy_and_torch_agree():
+    for seed in range(5):
+        case = random_case(130000 + seed, qdtype="float16")
+        a = result_np(op()(**case.kwargs("numpy")))
+        b = result_np(op()(**case.kwargs("torch")))
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("layout", ["BSH", "BSND", "BNSD"])
+@pytest.mark.parametrize("qdtype", ["float16", "bfloat16"])
+def test_left_padding_positions_index_pse_mask_and_per_token(layout, qdtype):
+    """pos(t) = start + t indexes pse, mask and per-token antiquant parameters (SPEC 4.2, 5, 6)."""
+    case = make_case(_rng(40), layout=layout, form="pad", qdtype=qdtype, kvdtype="int8", B=3,
+                     KVN=2, G=2, D=64, lens=[5, 17, 30], pad=3, pse="B", mask="(B,1,1,S)",
+                     antiquant="token")
+    check_case(case)
+
+
+@pytest.mark.parametrize("form", ["contig", "list", "pad", "paged3", "paged4", "pagedpos3", "pagedpos4"])
+def test_per_token_antiquant_every_form(form):
+    case = make_case(_rng(41), layout="BNSD", form=form, qdtype="float16", kvdtype="int8", B=2,
+                     KVN=2, G=2, D=64, lens=[37, 9], bs=16, antiquant="token", pse="1",
+                     mask="(B,S)")
+    check_case(case)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_result_is_a_new_buffer(backend):
+    case = make_case(_rng(42), layout="BSH", form="contig", qdtype="float32", B=1, KVN=1, D=16,
+                     lens=[1])
+    kw = case.kwargs(backend)
+    got = op()(**kw)
+    if backend == "torch":
+        assert got.data_ptr() not in (kw["query"].data_ptr(), kw["key_list"].data_ptr(),
+                                      kw["value_list"].data_ptr())
+    else:
+        assert not np.shares_memory(got, kw["query"]) and not np.shares_memory(got, kw["value_list"])
+    assert_matches(case, got, backend=backend)

@@ -1,0 +1,115 @@
+"""Thread safety and thread-count independence.
+
+Several Python threads calling the operator at once (mixed shapes) must give bit-identical results to
+serial calls; set_num_threads(1) and (2) must both match the golden."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from cases import assert_matches, op, random_case, result_np
+
+torch = pytest.importorskip("torch", reason="uses torch tensors")
+
+
+def _cases():
+    out = []
+    specs = [dict(form="pagedpos4", layout="BNSD", qdtype="float16", lens=[700, 0, 33], B=3),
+             dict(form="contig", layout="BSH", qdtype="bfloat16", B=2),
+             dict(form="list", layout="BSND", qdtype="float32", B=3),
+             dict(form="paged3", layout="BSH", qdtype="float16", kvdtype="int8", antiquant="ch_nd", B=2),
+             dict(form="pad", layout="BNSD", qdtype="int8", B=2, out_quant="tensor"),
+             dict(form="pagedpos3", layout="BSND", qdtype="bfloat16", B=1, lens=[1500], bs=16)]
+    for i, s in enumerate(specs):
+        out.append(random_case(160000 + i, **s))
+    return out
+
+
+@pytest.fixture
+def restore_threads(custom_ops_mod):
+    n = custom_ops_mod.get_num_threads()
+    yield custom_ops_mod
+    custom_ops_mod.set_num_threads(n)
+
+
+def test_set_get_num_threads(restore_threads):
+    co = restore_threads
+    for n in (1, 2, 3):
+        co.set_num_threads(n)
+        assert co.get_num_threads() == n
+    with pytest.raises(ValueError):
+        co.set_num_threads(0)
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_concurrent_calls_match_serial(restore_threads, nthreads):
+    restore_threads.set_num_threads(nthreads)
+    cases = _cases()
+    kws = [c.kwargs("torch") for c in cases]
+    serial = [result_np(op()(**kw)) for kw in kws]
+    for c, kw in zip(cases, kws):
+        assert_matches(c, op()(**kw))
+    results = {}
+    errors = []
+
+    def worker(tid):
+        try:
+            order = np.random.default_rng(tid).permutation(len(kws))
+            for rep in range(3):
+                for i in order:
+                    results[(tid, rep, int(i))] = result_np(op()(**kws[i]))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(results) == 6 * 3 * len(kws)
+    for (tid, rep, i), r in results.items():
+        assert np.array_equal(r, serial[i], equal_nan=True), f"thread {tid} rep {rep} case {i} differs"
+
+
+def test_one_vs_two_threads(restore_threads):
+    co = restore_threads
+    for c in _cases():
+        co.set_num_threads(1)
+        a = op()(**c.kwargs("torch"))
+        co.set_num_threads(2)
+        b = op()(**c.kwargs("torch"))
+        assert_matches(c, a)
+        assert_matches(c, b)
+
+
+def test_concurrent_calls_with_errors(restore_threads):
+    """Failing calls in some threads do not disturb good calls in others."""
+    cases = _cases()[:3]
+    good = [c.kwargs("torch") for c in cases]
+    serial = [result_np(op()(**kw)) for kw in good]
+    bad = dict(good[0])
+    bad["inner_precise"] = 7
+    fails = []
+
+    def run_good(i):
+        for _ in range(5):
+            if not np.array_equal(result_np(op()(**good[i])), serial[i]):
+                fails.append(i)
+
+    def run_bad():
+        for _ in range(20):
+            try:
+                op()(**bad)
+                fails.append("bad call succeeded")
+            except ValueError:
+                pass
+
+    ts = [threading.Thread(target=run_good, args=(i,)) for i in range(3)]
+    ts += [threading.Thread(target=run_bad) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not fails, fails
