@@ -27,9 +27,10 @@
 #include "kv_pages.h"
 #include "softmax_state.h"
 
-/* Scratch layout (floats): q'[G*D] | bias[G] | qsum[G] | alpha[G] | s[G*CHUNK] */
-int64_t ifa__tile_scratch_floats(const ifa__problem *pb) {
-    return pb->G * pb->D + 3 * pb->G + pb->G * IFA__CHUNK_ROWS;
+/* Scratch layout (floats): per head of the tile { q'[G*D] | bias[G] | qsum[G] }, then
+ * alpha[G] | s[G*CHUNK] shared by the heads. */
+int64_t ifa__tile_scratch_floats(const ifa__problem *pb, int64_t max_heads) {
+    return max_heads * (pb->G * pb->D + 2 * pb->G) + pb->G + pb->G * IFA__CHUNK_ROWS;
 }
 
 static ifa__kv_kind kv_kind(ifa_dtype d) {
@@ -174,32 +175,91 @@ static void full_quant_max(const ifa__problem *pb, const ifa__kernel_table *kt, 
     }
 }
 
-void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h, int64_t t0,
-                      int64_t t1, float *state, float *scratch) {
-    const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
-    float *qp = scratch, *bias = qp + G * D, *qsum = bias + G, *alpha = qsum + G, *s = alpha + G;
-    const int finish = needs_finish(pb);
-    ifa__state_init(state, G, D);
-    if (t1 <= t0) return;
-    prepare_query(pb, b, h, qp, bias, qsum);
-    if (pb->full_quant) full_quant_max(pb, kt, b, h, t0, t1, qp, bias, qsum, s, ifa__state_m(state, G));
-
-    const ifa__kv_kind kind = kv_kind(pb->kv_dtype);
+/* Software prefetch of the rows ahead of the computation. A page of a paged cache sits at an
+ * arbitrary address and a head's rows inside it are strided, so the hardware prefetchers, which
+ * follow streams within a 4 KiB page, cannot find the next rows; a second cursor, running about
+ * one chunk ahead of the computation, names them instead. Prefetched into L2 (not L1): a chunk of
+ * K and V is already as large as L1. */
+typedef struct prefetcher {
     ifa__kv_cursor cur;
     ifa__kv_segment seg;
-    ifa__kv_cursor_init(&cur, pb, b, h, t0, t1);
-    while (ifa__kv_cursor_next(&cur, &seg)) {
-        const ifa__kernel_table *kk = kt->needs_unit_d_stride && seg.k_d != 1 ? &ifa__kernels_ref : kt;
-        const ifa__kernel_table *kv = kt->needs_unit_d_stride && seg.v_d != 1 ? &ifa__kernels_ref : kt;
-        for (int64_t i0 = 0; i0 < seg.n; i0 += IFA__CHUNK_ROWS) {
-            const int64_t n = ifa__min64(IFA__CHUNK_ROWS, seg.n - i0);
-            const int64_t pos0 = seg.pos0 + i0;
-            const char *k = seg.k + i0 * seg.k_tok * pb->elem_size;
-            const char *v = seg.v + i0 * seg.v_tok * pb->elem_size;
-            kk->qk[kind](qp, G, D, k, seg.k_tok, seg.k_d, n, s, ld);
-            if (finish) finish_scores(pb, b, h, pos0, n, bias, qsum, s, ld);
-            softmax_update(pb, kt, b, pos0, n, s, ld, state, alpha);
-            kv->pv[kind](s, ld, G, D, v, seg.v_tok, seg.v_d, n, ifa__state_acc(state, G));
+    int64_t next_row; /* first row of seg not yet prefetched */
+    int live;
+} prefetcher;
+
+static void prefetch_rows(const char *base, int64_t tok_stride_bytes, int64_t rows, int64_t row_bytes) {
+    for (int64_t r = 0; r < rows; r++) {
+        const char *row = base + r * tok_stride_bytes;
+        for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(row + off, 0, 2);
+    }
+}
+
+/* Issues prefetches for the next `rows` rows of the prefetch cursor. */
+static void prefetch_ahead(const ifa__problem *pb, prefetcher *pf, int64_t rows) {
+    const int64_t es = pb->elem_size, row_bytes = pb->D * es;
+    while (rows > 0 && pf->live) {
+        if (pf->next_row >= pf->seg.n) {
+            pf->live = ifa__kv_cursor_next(&pf->cur, &pf->seg);
+            pf->next_row = 0;
+            continue;
+        }
+        const int64_t take = ifa__min64(rows, pf->seg.n - pf->next_row);
+        if (pf->seg.k_d == 1 && pf->seg.v_d == 1) {
+            prefetch_rows(pf->seg.k + pf->next_row * pf->seg.k_tok * es, pf->seg.k_tok * es, take, row_bytes);
+            prefetch_rows(pf->seg.v + pf->next_row * pf->seg.v_tok * es, pf->seg.v_tok * es, take, row_bytes);
+        }
+        pf->next_row += take;
+        rows -= take;
+    }
+}
+
+/* Steps 1-4 for one segment of at most IFA__CHUNK_ROWS rows of head h. */
+static void attend_rows(const ifa__problem *pb, const ifa__kernel_table *kt, ifa__kv_kind kind, int finish,
+                        int64_t b, int64_t h, const ifa__kv_segment *seg, const float *qp, const float *bias,
+                        const float *qsum, float *s, float *alpha, float *state) {
+    const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
+    const ifa__kernel_table *kk = kt->needs_unit_d_stride && seg->k_d != 1 ? &ifa__kernels_ref : kt;
+    const ifa__kernel_table *kv = kt->needs_unit_d_stride && seg->v_d != 1 ? &ifa__kernels_ref : kt;
+    kk->qk[kind](qp, G, D, seg->k, seg->k_tok, seg->k_d, seg->n, s, ld);
+    if (finish) finish_scores(pb, b, h, seg->pos0, seg->n, bias, qsum, s, ld);
+    softmax_update(pb, kt, b, seg->pos0, seg->n, s, ld, state, alpha);
+    kv->pv[kind](s, ld, G, D, seg->v, seg->v_tok, seg->v_d, seg->n, ifa__state_acc(state, G));
+}
+
+void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h0, int64_t nh,
+                      int64_t t0, int64_t t1, float *states, float *scratch) {
+    const int64_t G = pb->G, D = pb->D, per_head = G * D + 2 * G;
+    const int64_t state_floats = ifa__state_floats(G, D);
+    float *alpha = scratch + nh * per_head, *s = alpha + G;
+    const int finish = needs_finish(pb);
+    const ifa__kv_kind kind = kv_kind(pb->kv_dtype);
+    prefetcher pf[IFA__MAX_TILE_HEADS];
+    for (int64_t i = 0; i < nh; i++) {
+        float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
+        float *state = states + i * state_floats;
+        ifa__state_init(state, G, D);
+        if (t1 <= t0) continue;
+        prepare_query(pb, b, h0 + i, qp, bias, qsum);
+        if (pb->full_quant) full_quant_max(pb, kt, b, h0 + i, t0, t1, qp, bias, qsum, s, ifa__state_m(state, G));
+        ifa__kv_cursor_init(&pf[i].cur, pb, b, h0 + i, t0, t1);
+        pf[i].seg.n = 0;
+        pf[i].next_row = 0;
+        pf[i].live = 1;
+        prefetch_ahead(pb, &pf[i], IFA__CHUNK_ROWS);
+    }
+    /* Window by window, all heads of the tile: in a (blocks, bs, KVN*D) cache the heads of one
+     * token sit side by side, so visiting them together reads memory in order. */
+    for (int64_t tw = t0; tw < t1; tw += IFA__CHUNK_ROWS) {
+        const int64_t te = ifa__min64(tw + IFA__CHUNK_ROWS, t1);
+        for (int64_t i = 0; i < nh; i++) {
+            const float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
+            prefetch_ahead(pb, &pf[i], te - tw);
+            ifa__kv_cursor cur;
+            ifa__kv_segment seg;
+            ifa__kv_cursor_init(&cur, pb, b, h0 + i, tw, te);
+            while (ifa__kv_cursor_next(&cur, &seg))
+                attend_rows(pb, kt, kind, finish, b, h0 + i, &seg, qp, bias, qsum, s, alpha,
+                            states + i * state_floats);
         }
     }
 }

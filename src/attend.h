@@ -1,5 +1,5 @@
 /*
- * attend.h - the computation of one tile: a (batch, KV head, token range) of SPEC.md 5-8.
+ * attend.h - the computation of one tile: a (batch, KV heads, token range) of SPEC.md 5-8.
  */
 #ifndef IFA_ATTEND_H
 #define IFA_ATTEND_H
@@ -10,13 +10,17 @@
 /* Rows of K/V handed to one kernel call: bounds the scores scratch and keeps them in L1. */
 #define IFA__CHUNK_ROWS 64
 
-/* Floats of per-thread scratch a tile needs. */
-int64_t ifa__tile_scratch_floats(const ifa__problem *pb);
+/* Most KV heads one tile visits together (bounds the per-tile prefetch cursors on the stack). */
+#define IFA__MAX_TILE_HEADS 16
 
-/* Runs the online softmax over logical tokens [t0, t1) of (b, h) into `state` (see
- * softmax_state.h), which it initialises first. */
-void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h,
-                      int64_t t0, int64_t t1, float *state, float *scratch);
+/* Floats of per-thread scratch a tile of up to max_heads KV heads needs. */
+int64_t ifa__tile_scratch_floats(const ifa__problem *pb, int64_t max_heads);
+
+/* Runs the online softmax over logical tokens [t0, t1) of batch b and KV heads h0 .. h0+nh-1
+ * (nh <= IFA__MAX_TILE_HEADS) into nh consecutive states (softmax_state.h), which it
+ * initialises first. */
+void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h0,
+                      int64_t nh, int64_t t0, int64_t t1, float *states, float *scratch);
 
 /* Turns the final state of (b, h) into the G output rows: normalise, apply the value
  * antiquant / dequant scales, cast or quantise, write through the output view. */

@@ -1,14 +1,17 @@
 /*
- * plan.c - the work split: (batch, KV head, KV chunk) tiles over the thread pool.
+ * plan.c - the work split: (batch, group of KV heads, KV chunk) tiles over the thread pool.
  *
- * The natural unit is a (b, h) pair: its G query heads share every K and V row. With B*KVN
- * pairs at least a few times the thread count, each pair is one tile. With fewer (B = 1 and 8 KV
- * heads on many cores, say), each pair's token range is cut into `splits` chunks
- * ("flash-decoding"), each producing a partial softmax state; a second pass merges the partial
- * states of a pair and writes its output.
+ * A tile visits up to IFA__MAX_TILE_HEADS KV heads of one batch together, window by window
+ * (attend.c), because in the common (blocks, bs, KVN*D) cache the heads of a token are adjacent
+ * in memory. With at least a few tiles per thread, each (batch, head group) is one tile. With
+ * fewer (B = 1 on many cores, say), the token range is cut into `splits` chunks
+ * ("flash-decoding", Dao et al. 2023), each producing partial softmax states; a second pass
+ * merges the partial states of each (b, h) and writes its output.
  *
- *     tiles:  (b0,h0,c0) (b0,h0,c1) ... (b0,h1,c0) ...   -> states[tile]   (parallel)
- *     merge:  (b0,h0) <- c0 + c1 + ...                    -> output rows   (parallel)
+ *     tiles:  (b0,grp0,c0) (b0,grp0,c1) ... (b0,grp1,c0) ...  -> states   (parallel)
+ *     merge:  (b0,h0) <- c0 + c1 + ...                         -> output   (parallel)
+ *
+ * States are laid out [b][chunk][h], so a tile's heads are consecutive.
  */
 #include "plan.h"
 
@@ -30,10 +33,10 @@
 typedef struct run_ctx {
     const ifa__problem *pb;
     const ifa__kernel_table *kt;
-    int64_t splits;
+    int64_t groups, group_heads, splits;
     int64_t state_floats;
     int64_t scratch_floats;
-    float *states;  /* one per tile */
+    float *states;  /* [b][split][h] */
     float *scratch; /* one per thread */
 } run_ctx;
 
@@ -41,53 +44,56 @@ static void run_tile(void *arg, size_t item, int thread) {
     const run_ctx *c = arg;
     const ifa__problem *pb = c->pb;
     const int64_t tile = (int64_t)item;
-    const int64_t pair = tile / c->splits, chunk = tile % c->splits;
-    const int64_t b = pair / pb->KVN, h = pair % pb->KVN;
+    const int64_t chunk = tile % c->splits, grp = (tile / c->splits) % c->groups;
+    const int64_t b = tile / (c->splits * c->groups);
+    const int64_t h0 = grp * c->group_heads, nh = ifa__min64(c->group_heads, pb->KVN - h0);
     const int64_t T = ifa__kv_token_count(pb, b);
-    /* Chunks of equal token count; splitting at page boundaries is not needed for correctness
-     * because the cursor starts mid-page. */
+    /* Chunks of equal token count; they need not start on a page boundary because the cursor
+     * can start mid-page. */
     const int64_t per = ifa__ceil_div(T, c->splits);
     const int64_t t0 = ifa__min64(T, chunk * per), t1 = ifa__min64(T, t0 + per);
-    ifa__attend_tile(pb, c->kt, b, h, t0, t1, c->states + tile * c->state_floats,
-                     c->scratch + (int64_t)thread * c->scratch_floats);
+    float *states = c->states + ((b * c->splits + chunk) * pb->KVN + h0) * c->state_floats;
+    ifa__attend_tile(pb, c->kt, b, h0, nh, t0, t1, states, c->scratch + (int64_t)thread * c->scratch_floats);
 }
 
 static void merge_pair(void *arg, size_t item, int thread) {
     const run_ctx *c = arg;
     const ifa__problem *pb = c->pb;
     (void)thread;
-    const int64_t pair = (int64_t)item;
-    float *first = c->states + pair * c->splits * c->state_floats;
-    for (int64_t s = 1; s < c->splits; s++)
-        ifa__state_merge(first, first + s * c->state_floats, pb->G, pb->D);
-    ifa__write_output(pb, pair / pb->KVN, pair % pb->KVN, first);
+    const int64_t b = (int64_t)item / pb->KVN, h = (int64_t)item % pb->KVN;
+    const int64_t split_stride = pb->KVN * c->state_floats;
+    float *first = c->states + (b * c->splits * pb->KVN + h) * c->state_floats;
+    for (int64_t s = 1; s < c->splits; s++) ifa__state_merge(first, first + s * split_stride, pb->G, pb->D);
+    ifa__write_output(pb, b, h, first);
 }
 
 ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num_threads) {
-    const int64_t pairs = pb->B * pb->KVN;
     double kv_bytes = 0.0;
     for (int64_t b = 0; b < pb->B; b++) kv_bytes += (double)ifa__kv_token_count(pb, b);
     kv_bytes *= 2.0 * (double)pb->KVN * (double)pb->D * (double)pb->elem_size;
     if (kv_bytes < IFA__MIN_PARALLEL_BYTES) num_threads = 1;
-    int64_t splits = 1;
-    /* Full quantisation quantises p against the global maximum of each (b, h) (attend.c), which
-     * a chunk of the token range cannot know: no split there. */
-    if (num_threads > 1 && pairs < 4 * (int64_t)num_threads && !pb->full_quant) {
-        splits = ifa__ceil_div(4 * (int64_t)num_threads, pairs);
-        splits = ifa__min64(splits, ifa__max64(1, pb->max_len / IFA__MIN_CHUNK_TOKENS));
-    }
-    const int64_t tiles = pairs * splits;
-    int64_t threads = ifa__min64(num_threads, tiles);
-    if (threads < 1) threads = 1;
 
     run_ctx c;
     c.pb = pb;
     c.kt = kt;
-    c.splits = splits;
+    c.groups = ifa__ceil_div(pb->KVN, IFA__MAX_TILE_HEADS);
+    c.group_heads = ifa__ceil_div(pb->KVN, c.groups);
+    c.splits = 1;
+    const int64_t units = pb->B * c.groups;
+    /* Full quantisation quantises p against the global maximum of each (b, h) (attend.c), which
+     * a chunk of the token range cannot know: no split there. */
+    if (num_threads > 1 && units < 4 * (int64_t)num_threads && !pb->full_quant) {
+        c.splits = ifa__ceil_div(4 * (int64_t)num_threads, units);
+        c.splits = ifa__min64(c.splits, ifa__max64(1, pb->max_len / IFA__MIN_CHUNK_TOKENS));
+    }
+    const int64_t tiles = units * c.splits;
+    int64_t threads = ifa__min64(num_threads, tiles);
+    if (threads < 1) threads = 1;
+
     c.state_floats = ifa__state_floats(pb->G, pb->D);
-    c.scratch_floats = ifa__tile_scratch_floats(pb);
+    c.scratch_floats = ifa__tile_scratch_floats(pb, c.group_heads);
     int64_t state_total, scratch_total, bytes;
-    RETURN_ERROR_IF(ifa__mul_overflow(tiles, c.state_floats, &state_total) ||
+    RETURN_ERROR_IF(ifa__mul_overflow(pb->B * c.splits * pb->KVN, c.state_floats, &state_total) ||
                         ifa__mul_overflow(threads, c.scratch_floats, &scratch_total) ||
                         ifa__add_overflow(state_total, scratch_total, &bytes) ||
                         ifa__mul_overflow(bytes, (int64_t)sizeof(float), &bytes) || (uint64_t)bytes > SIZE_MAX,
@@ -99,6 +105,7 @@ ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num
     c.states = mem;
     c.scratch = mem + state_total;
     ifa__parallel_for((size_t)tiles, run_tile, &c, (int)threads);
+    const int64_t pairs = pb->B * pb->KVN;
     ifa__parallel_for((size_t)pairs, merge_pair, &c, (int)ifa__min64(threads, pairs));
     free(mem);
     return IFA_OK;
