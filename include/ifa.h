@@ -186,6 +186,89 @@ IFA_API const char *ifa_isa_available(void);
 
 IFA_API const char *ifa_version(void);
 
+/* ---- Block selection ------------------------------------------------------------------------ */
+
+/* Query-aware choice of the pages a sparse decode step reads, after Quest (Tang et al., 2024,
+ * "Quest: Query-Aware Sparsity for Efficient Long-Context LLM Inference"). Every physical block of
+ * a paged key cache is summarised by the elementwise minimum and maximum of its keys, per KV head;
+ * for a query q the page's score sum_d max(q_d * kmax_d, q_d * kmin_d) bounds q . k from above for
+ * every key k of the page. ifa_select_blocks() keeps the k best pages per KV head and writes the
+ * block_position and actual_seq_lengths that make ifa_incre_flash_attention_v5() read exactly those
+ * pages. docs/selection.md has the layouts and the reasoning.
+ *
+ * Summaries: float32 (num_blocks, KVN, 2, D), indexed by physical block like the cache itself:
+ * [blk][h][0][:] is the minimum and [blk][h][1][:] the maximum of the keys of head h over the valid
+ * rows of block blk (dequantised when the cache is int8). A block no sequence references holds the
+ * empty summary (minimum +inf, maximum -inf). */
+
+/* Inputs of ifa_page_summaries() and ifa_page_summaries_update(). Call
+ * ifa_summary_params_init() first (every tensor absent, every number 0). */
+typedef struct ifa_summary_params {
+    /* Paged key cache, float16/bfloat16/float32/int8: (num_blocks, bs, KVN*D) or
+     * (num_blocks, KVN, bs, D). */
+    ifa_tensor key_cache;
+    ifa_tensor block_table;        /* int32 (B, M) */
+    ifa_tensor actual_seq_lengths; /* int32/int64, 1 value (broadcast) or >= B values */
+    /* Update only: tokens appended to each sequence since the summaries were last current
+     * (int32/int64, 1 value or >= B values; each <= its actual_seq_length). */
+    ifa_tensor new_tokens;
+    /* int8 cache: the key parameters (index 0) of SPEC.md 6, per-tensor, per-channel, or with
+     * antiquant_mode 1 per-token float32 (2, B, S'). */
+    ifa_tensor antiquant_scale;
+    ifa_tensor antiquant_offset;
+    int64_t key_num_heads;  /* KVN: required for the 3-D cache; 0 takes it from a 4-D cache */
+    int64_t block_size;     /* bs; 0 takes it from the cache */
+    int64_t antiquant_mode; /* 0 per-channel (or per-tensor), 1 per-token */
+} ifa_summary_params;
+
+IFA_API void ifa_summary_params_init(ifa_summary_params *params);
+
+/* Computes the summary of every block into summaries (float32 (num_blocks, KVN, 2, D), any
+ * non-negative strides). The valid rows of a block are those of the logical pages that reference it:
+ * page j of batch b holds min(bs, L[b] - j*bs) rows; a block referenced several times (a shared
+ * prefix) is summarised once, over the most rows any reference gives it. Unreferenced blocks get
+ * the empty summary. new_tokens is ignored. */
+IFA_API ifa_status ifa_page_summaries(const ifa_summary_params *params, ifa_tensor *summaries);
+
+/* Brings summaries up to date after new_tokens[b] tokens were appended to each sequence b (its
+ * length is now actual_seq_lengths[b]): every block holding one of the new tokens is summarised
+ * again from its first row, so the result equals ifa_page_summaries() on those blocks and every
+ * other block is left as it was. Cost: the touched pages only (one page per sequence per decode
+ * step). */
+IFA_API ifa_status ifa_page_summaries_update(const ifa_summary_params *params,
+                                             ifa_tensor *summaries);
+
+/* Inputs of ifa_select_blocks(). Call ifa_select_params_init() first (layout "BSH", num_heads 1,
+ * k 1, everything else absent or 0). */
+typedef struct ifa_select_params {
+    ifa_tensor query;              /* as SPEC.md 2: BSH/BSND/BNSD, float16/bfloat16/float32 */
+    ifa_tensor summaries;          /* float32 (num_blocks, KVN, 2, D), unit stride along D */
+    ifa_tensor block_table;        /* int32 (B, M) */
+    ifa_tensor actual_seq_lengths; /* int32/int64, 1 value (broadcast) or >= B values */
+    int64_t num_heads;             /* N */
+    int64_t key_num_heads;         /* KVN, 0 means N */
+    const char *layout;            /* "BSH", "BSND" or "BNSD" */
+    int64_t block_size;            /* bs >= 1 */
+    int64_t k;                     /* pages per KV head, sinks and the last page included; >= 1 */
+    int64_t sink_pages;            /* first logical pages always kept; < k */
+} ifa_select_params;
+
+IFA_API void ifa_select_params_init(ifa_select_params *params);
+
+/* Chooses the pages of each (batch, KV head) and writes
+ *   block_position: int32 (B, KVN, P), P >= min(k, M): the chosen block_table columns in ascending
+ *                   order (sinks, the best-scoring middle pages, the sequence's last page last),
+ *                   then IFA_BLOCK_UNSELECTED;
+ *   lengths:        int32/int64 (B,): the compact length, (k-1)*bs + (tokens of the last page),
+ *                   so that IFA-V5 reads exactly the chosen tokens.
+ * A sequence of n <= k pages keeps all of them (dense-equivalent, length unchanged); L = 0 keeps
+ * none. The G query heads of a KV head share its pages; a page's score for the KV head is the
+ * largest of its G heads' scores; ties go to the lower page index; a NaN score ranks lowest.
+ * Positions are compact (SPEC.md 4.4): a mask or pse_shift given to IFA-V5 with this selection is
+ * indexed by the compact token index, not by the original position. */
+IFA_API ifa_status ifa_select_blocks(const ifa_select_params *params, ifa_tensor *block_position,
+                                     ifa_tensor *lengths);
+
 #ifdef __cplusplus
 }
 #endif

@@ -910,6 +910,102 @@ static PyObject *version(PyObject *module, PyObject *unused) {
     return PyUnicode_FromString(ifa_version());
 }
 
+/* ---- Block selection (Quest page summaries and select_blocks) ------------------------------- */
+
+PyDoc_STRVAR(page_summaries_doc,
+             "page_summaries(key_cache, block_table, actual_seq_lengths, new_tokens,\n"
+             "               key_num_heads, block_size, antiquant_scale, antiquant_offset,\n"
+             "               antiquant_mode, summaries, update) -> summaries\n"
+             "\n"
+             "Computes (update=False) or updates (update=True, the blocks holding the last\n"
+             "new_tokens tokens of each sequence) the float32 (num_blocks, KVN, 2, D) min/max key\n"
+             "summaries into `summaries`. Use custom_ops.page_summaries instead.");
+
+static PyObject *page_summaries(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 11) {
+        return PyErr_Format(PyExc_TypeError, "expected 11 positional arguments, got %zd", nargs);
+    }
+    const int update = PyObject_IsTrue(args[10]);
+    if (update < 0) {
+        return NULL;
+    }
+    ifa_summary_params sp;
+    ifa_summary_params_init(&sp);
+    call_state s;
+    call_init(&s);
+    if (parse_int("key_num_heads", args[4], &sp.key_num_heads) != 0 ||
+        parse_int("block_size", args[5], &sp.block_size) != 0 ||
+        parse_int("antiquant_mode", args[8], &sp.antiquant_mode) != 0 ||
+        call_tensor(&s, "key_cache", args[0], ROLE_REQUIRED, &sp.key_cache) != 0 ||
+        call_tensor(&s, "block_table", args[1], ROLE_REQUIRED, &sp.block_table) != 0 ||
+        (args[2] != Py_None && call_lengths(&s, args[2]) != 0) ||
+        call_tensor(&s, "new_tokens", args[3], ROLE_OPTIONAL, &sp.new_tokens) != 0 ||
+        call_tensor(&s, "antiquant_scale", args[6], ROLE_OPTIONAL, &sp.antiquant_scale) != 0 ||
+        call_tensor(&s, "antiquant_offset", args[7], ROLE_OPTIONAL, &sp.antiquant_offset) != 0 ||
+        call_tensor(&s, "summaries", args[9], ROLE_OUTPUT, &s.out) != 0) {
+        call_release(&s);
+        return NULL;
+    }
+    sp.actual_seq_lengths = s.params.actual_seq_lengths;
+    ifa_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = update ? ifa_page_summaries_update(&sp, &s.out) : ifa_page_summaries(&sp, &s.out);
+    Py_END_ALLOW_THREADS
+    call_release(&s);
+    if (status != IFA_OK) {
+        return raise_status(status);
+    }
+    PyObject *out = args[9];
+    Py_INCREF(out);
+    return out;
+}
+
+PyDoc_STRVAR(select_blocks_doc,
+             "select_blocks(query, summaries, block_table, actual_seq_lengths, num_heads,\n"
+             "              key_num_heads, layout, block_size, k, sink_pages, block_position,\n"
+             "              lengths) -> None\n"
+             "\n"
+             "Writes the Quest page selection into block_position (int32 (B, KVN, P)) and the\n"
+             "compact lengths into lengths. Use custom_ops.select_blocks instead.");
+
+static PyObject *select_blocks(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 12) {
+        return PyErr_Format(PyExc_TypeError, "expected 12 positional arguments, got %zd", nargs);
+    }
+    ifa_select_params sp;
+    ifa_select_params_init(&sp);
+    call_state s;
+    call_init(&s);
+    ifa_tensor lengths_out = ifa_tensor_none();
+    if (parse_int("num_heads", args[4], &sp.num_heads) != 0 ||
+        parse_int("key_num_heads", args[5], &sp.key_num_heads) != 0 ||
+        parse_layout(args[6], &sp.layout) != 0 ||
+        parse_int("block_size", args[7], &sp.block_size) != 0 ||
+        parse_int("k", args[8], &sp.k) != 0 ||
+        parse_int("sink_pages", args[9], &sp.sink_pages) != 0 ||
+        call_tensor(&s, "query", args[0], ROLE_REQUIRED, &sp.query) != 0 ||
+        call_tensor(&s, "summaries", args[1], ROLE_REQUIRED, &sp.summaries) != 0 ||
+        call_tensor(&s, "block_table", args[2], ROLE_REQUIRED, &sp.block_table) != 0 ||
+        (args[3] != Py_None && call_lengths(&s, args[3]) != 0) ||
+        call_tensor(&s, "block_position", args[10], ROLE_OUTPUT, &s.out) != 0 ||
+        call_tensor(&s, "actual_seq_lengths (output)", args[11], ROLE_OUTPUT, &lengths_out) != 0) {
+        call_release(&s);
+        return NULL;
+    }
+    sp.actual_seq_lengths = s.params.actual_seq_lengths;
+    ifa_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = ifa_select_blocks(&sp, &s.out, &lengths_out);
+    Py_END_ALLOW_THREADS
+    call_release(&s);
+    if (status != IFA_OK) {
+        return raise_status(status);
+    }
+    Py_RETURN_NONE;
+}
+
 /* METH_FASTCALL functions have another signature than PyCFunction; the cast through a function
  * pointer without parameters keeps -Wcast-function-type quiet, and CPython calls them correctly
  * by their flags. */
@@ -924,6 +1020,8 @@ static PyMethodDef methods[] = {
     {"isa_available", isa_available, METH_NOARGS, isa_available_doc},
     {"set_isa", set_isa, METH_O, set_isa_doc},
     {"version", version, METH_NOARGS, version_doc},
+    {"page_summaries", FASTCALL(page_summaries), METH_FASTCALL, page_summaries_doc},
+    {"select_blocks", FASTCALL(select_blocks), METH_FASTCALL, select_blocks_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -33,6 +33,9 @@ __all__ = [
     "isa_available",
     "set_isa",
     "BLOCK_UNSELECTED",
+    "page_summaries",
+    "update_page_summaries",
+    "select_blocks",
 ]
 
 __version__ = _C.version()
@@ -231,6 +234,138 @@ def isa_available():
 def set_isa(name):
     """Forces an instruction set ("ref", "avx2", "avx512"); ValueError if the CPU lacks it."""
     _C.set_isa(name)
+
+
+def _new_like(like, shape, np_dtype, torch_dtype):
+    """A new array for an output: a torch tensor when `like` is one, numpy otherwise."""
+    if _Tensor is not None and isinstance(like, _Tensor):
+        return _torch_empty(shape, dtype=torch_dtype)
+    return _np_empty(shape, np_dtype)
+
+
+def _dims(tensor):
+    shape = getattr(tensor, "shape", None)
+    return tuple(int(s) for s in shape) if shape is not None else ()
+
+
+def _summary_shape(key_cache, key_num_heads):
+    """(num_blocks, KVN, 2, D) for a paged key cache; a placeholder when the cache is malformed,
+    so that the library (not this helper) reports the error."""
+    dims = _dims(key_cache)
+    if len(dims) == 4:
+        return (dims[0], dims[1], 2, dims[3])
+    if len(dims) == 3 and _is_int(key_num_heads) and key_num_heads > 0 and (
+            dims[2] % key_num_heads == 0):
+        return (dims[0], int(key_num_heads), 2, dims[2] // key_num_heads)
+    return (dims[0] if dims else 1, 1, 2, 1)
+
+
+def _ints(value):
+    """An int or a list/tuple of ints as an int64 array; tensors pass through."""
+    if _is_int(value):
+        return _np.asarray([int(value)], dtype=_np.int64)
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            if not _is_int(v):
+                raise TypeError(f"new_tokens[{i}]: expected an int, got {type(v).__name__}")
+        return _np.asarray([int(v) for v in value], dtype=_np.int64)
+    return value
+
+
+def page_summaries(key_cache, block_table, actual_seq_lengths, *, key_num_heads=0, block_size=0,
+                   antiquant_scale=None, antiquant_offset=None, antiquant_mode=0, out=None):
+    """Quest page summaries: the elementwise min and max keys of every block of a paged cache.
+
+    Args:
+        key_cache: paged keys, (num_blocks, block_size, KVN*D) or (num_blocks, KVN, block_size, D);
+            float16, bfloat16, float32, or int8 (dequantised with ``antiquant_scale`` /
+            ``antiquant_offset``, key parameters at index 0, as in the operator).
+        block_table: int32 (B, M), logical page -> physical block.
+        actual_seq_lengths: tokens per sequence (list of ints or an integer tensor; one value is
+            broadcast). Page j of sequence b holds min(block_size, L[b] - j*block_size) valid rows;
+            only those count.
+        key_num_heads: KVN, required for the 3-D cache (0 takes it from a 4-D cache).
+        block_size: 0 takes it from the cache; otherwise it must match.
+        antiquant_mode: 0 per-channel / per-tensor parameters, 1 per-token (2, B, S').
+        out: a preallocated float32 (num_blocks, KVN, 2, D) array to fill.
+
+    Returns:
+        float32 (num_blocks, KVN, 2, D), indexed by physical block: ``[blk, h, 0]`` is the minimum
+        and ``[blk, h, 1]`` the maximum key of head h over the block's valid rows. A block that no
+        sequence references holds +inf / -inf. A torch tensor for a torch cache, else numpy.
+    """
+    if out is None:
+        out = _new_like(key_cache, _summary_shape(key_cache, key_num_heads), _np.float32,
+                        _torch.float32 if _torch is not None else None)
+    return _C.page_summaries(key_cache, block_table, actual_seq_lengths, None, key_num_heads,
+                             block_size, antiquant_scale, antiquant_offset, antiquant_mode, out,
+                             False)
+
+
+def update_page_summaries(summaries, key_cache, block_table, actual_seq_lengths, new_tokens=1, *,
+                          key_num_heads=0, block_size=0, antiquant_scale=None,
+                          antiquant_offset=None, antiquant_mode=0):
+    """Brings ``summaries`` (from ``page_summaries``) up to date after appending tokens, in place.
+
+    ``actual_seq_lengths`` are the lengths after the append and ``new_tokens`` (an int, a list or
+    an integer tensor, one value broadcast) how many tokens each sequence gained. Every block that
+    holds one of the new tokens is summarised again from its first row, so the result equals
+    ``page_summaries`` for those blocks; all other blocks are left alone. Returns ``summaries``.
+    """
+    return _C.page_summaries(key_cache, block_table, actual_seq_lengths, _ints(new_tokens),
+                             key_num_heads, block_size, antiquant_scale, antiquant_offset,
+                             antiquant_mode, summaries, True)
+
+
+def select_blocks(query, summaries, block_table, actual_seq_lengths, k, sink_pages=0, *,
+                  num_heads=1, key_num_heads=0, layout="BSH", block_size, width=None):
+    """Chooses the pages each KV head attends to (Quest) and returns the inputs of a sparse step.
+
+    A page's score for query head n is sum_d max(q_d * kmax_d, q_d * kmin_d), an upper bound of
+    q . k over the page; a KV head scores a page by the largest score of its G query heads. Each
+    KV head of sequence b with n = ceil(L[b] / block_size) pages keeps:
+
+    - all n pages when n <= k (dense-equivalent, length unchanged); none when L[b] == 0;
+    - otherwise exactly k: the first ``sink_pages`` pages, the k - sink_pages - 1 best-scoring of
+      the pages in between (ties to the lower page), and the last (possibly partial) page, listed
+      in ascending page order with the last page last, then ``BLOCK_UNSELECTED``.
+
+    Args:
+        query: (B, 1, N*D) "BSH", (B, 1, N, D) "BSND" or (B, N, 1, D) "BNSD"; float16, bfloat16
+            or float32.
+        summaries: float32 (num_blocks, KVN, 2, D) from ``page_summaries``.
+        block_table: int32 (B, M). actual_seq_lengths: the true lengths (as for the operator).
+        k: pages kept per KV head, sinks and the last page included (k > sink_pages).
+        sink_pages: leading pages always kept (attention sinks).
+        block_size: tokens per page (keyword, required).
+        width: P, the last dimension of block_position (default min(k, M), at least 1).
+
+    Returns:
+        ``(block_position, actual_seq_lengths)``: int32 (B, KVN, P) and int64 (B,), to pass as
+        ``block_position`` and ``actual_seq_lengths`` of ``incre_flash_attention_v5`` together with
+        the same ``block_table``. The length of a sparse sequence is the compact
+        (k - 1) * block_size + (tokens of its last page), so the operator reads exactly the chosen
+        tokens. Positions are compact (SPEC 4.4): a ``pse_shift`` or ``attention_mask`` used with
+        this selection is indexed by the compact token index. torch tensors for a torch query,
+        else numpy arrays.
+    """
+    qdims = _dims(query)
+    batch = qdims[0] if qdims else 1
+    kv_heads = key_num_heads if _is_int(key_num_heads) and key_num_heads > 0 else num_heads
+    kv_heads = int(kv_heads) if _is_int(kv_heads) and kv_heads > 0 else 1
+    if width is None:
+        tdims = _dims(block_table)
+        columns = tdims[1] if len(tdims) == 2 else 1
+        width = max(1, min(int(k), columns)) if _is_int(k) else 1
+    elif not _is_int(width) or width < 1:
+        raise ValueError(f"width: expected an int >= 1, got {width!r}")
+    torch_int32 = _torch.int32 if _torch is not None else None
+    torch_int64 = _torch.int64 if _torch is not None else None
+    position = _new_like(query, (batch, kv_heads, int(width)), _np.int32, torch_int32)
+    lengths = _new_like(query, (batch,), _np.int64, torch_int64)
+    _C.select_blocks(query, summaries, block_table, actual_seq_lengths, num_heads, key_num_heads,
+                     layout, block_size, k, sink_pages, position, lengths)
+    return position, lengths
 
 
 def _present(tensor):
