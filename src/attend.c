@@ -92,7 +92,7 @@ static int needs_finish(const ifa__problem *pb) {
 }
 
 /* Step 2 for one chunk: raw scores -> final scores, in place. */
-static void finish_scores(const ifa__problem *pb, int64_t b, int64_t h, int64_t pos0, int64_t n,
+static void finish_scores(const ifa__problem *pb, int64_t b, int64_t h, const int64_t *pos, int64_t n,
                           const float *bias, const float *qsum, float *s, int64_t ld) {
     const int64_t G = pb->G;
     const float scale = score_scale(pb);
@@ -100,8 +100,8 @@ static void finish_scores(const ifa__problem *pb, int64_t b, int64_t h, int64_t 
         float *sg = s + g * ld;
         if (pb->aq == IFA__AQ_PER_TOKEN) {
             for (int64_t i = 0; i < n; i++) {
-                const float c = load_view(&pb->aq_scale, 0, b, pos0 + i);
-                const float o = pb->aq_offset.data ? load_view(&pb->aq_offset, 0, b, pos0 + i) : 0.0f;
+                const float c = load_view(&pb->aq_scale, 0, b, pos[i]);
+                const float o = pb->aq_offset.data ? load_view(&pb->aq_offset, 0, b, pos[i]) : 0.0f;
                 sg[i] = scale * (c * (sg[i] + o * qsum[g]));
             }
         } else if (bias[g] != 0.0f) {
@@ -109,12 +109,12 @@ static void finish_scores(const ifa__problem *pb, int64_t b, int64_t h, int64_t 
         }
         if (pb->has_pse) {
             const int64_t head = h * G + g;
-            for (int64_t i = 0; i < n; i++) sg[i] += load_view(&pb->pse, b, head, pos0 + i);
+            for (int64_t i = 0; i < n; i++) sg[i] += load_view(&pb->pse, b, head, pos[i]);
         }
     }
     if (pb->has_mask) {
         for (int64_t i = 0; i < n; i++) {
-            const char *m = pb->mask.data + b * pb->mask.s0 + (pos0 + i) * pb->mask.s1;
+            const char *m = pb->mask.data + b * pb->mask.s0 + pos[i] * pb->mask.s1;
             if (*m != 0)
                 for (int64_t g = 0; g < G; g++) s[g * ld + i] = -1e12f;
         }
@@ -123,7 +123,7 @@ static void finish_scores(const ifa__problem *pb, int64_t b, int64_t h, int64_t 
 
 /* Step 3 for one chunk: the softmax kernel updates m and l and turns scores into weights; the
  * accumulators follow with the same factor; then the weights get the form P.V needs. */
-static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t pos0,
+static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, const int64_t *pos,
                            int64_t n, float *s, int64_t ld, float *state, float *alpha) {
     const int64_t G = pb->G, D = pb->D;
     float *m = ifa__state_m(state, G), *l = ifa__state_l(state, G), *voff = ifa__state_voff(state, G);
@@ -140,8 +140,8 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
         } else if (pb->aq == IFA__AQ_PER_TOKEN) {
             float off_sum = 0.0f;
             for (int64_t i = 0; i < n; i++) {
-                const float c = load_view(&pb->aq_scale, 1, b, pos0 + i);
-                const float o = pb->aq_offset.data ? load_view(&pb->aq_offset, 1, b, pos0 + i) : 0.0f;
+                const float c = load_view(&pb->aq_scale, 1, b, pos[i]);
+                const float o = pb->aq_offset.data ? load_view(&pb->aq_offset, 1, b, pos[i]) : 0.0f;
                 sg[i] *= c;
                 off_sum += sg[i] * o;
             }
@@ -150,80 +150,68 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
     }
 }
 
-/* Full quantisation only: the maximum score of each head over [t0, t1), one extra pass over K.
+/* The rows of one (KV head, window of logical tokens): what one qk/pv call takes. Gathering
+ * the rows across pages lets one kernel call cover a whole window even with small pages. */
+typedef struct rows_unit {
+    const void *k[IFA__CHUNK_ROWS];
+    const void *v[IFA__CHUNK_ROWS];
+    int64_t pos[IFA__CHUNK_ROWS];
+    int64_t n;
+    int64_t k_d, v_d; /* element strides along d (the same for every row of a head) */
+} rows_unit;
+
+/* Fills u with the existing tokens of head h in [tw, te) (te - tw <= IFA__CHUNK_ROWS). */
+static void gather_rows(const ifa__problem *pb, int64_t b, int64_t h, int64_t tw, int64_t te, rows_unit *u) {
+    const int64_t es = pb->elem_size;
+    ifa__kv_cursor cur;
+    ifa__kv_segment seg;
+    ifa__kv_cursor_init(&cur, pb, b, h, tw, te);
+    u->n = 0;
+    u->k_d = u->v_d = 1;
+    while (ifa__kv_cursor_next(&cur, &seg)) {
+        u->k_d = seg.k_d;
+        u->v_d = seg.v_d;
+        for (int64_t r = 0; r < seg.n; r++, u->n++) {
+            u->k[u->n] = seg.k + r * seg.k_tok * es;
+            u->v[u->n] = seg.v + r * seg.v_tok * es;
+            u->pos[u->n] = seg.pos0 + r;
+        }
+    }
+}
+
+/* Full quantisation only: the maximum score of head h over [t0, t1), one extra pass over K.
  * SPEC.md 7 quantises p_t = exp(s_t - m) against the global maximum m; quantising against a
  * running maximum instead (which SPEC allows) drifts by up to a few times the 1e-2 tolerance on
  * widely spread scores, so the int8 path pays for the extra read of K to be exact. */
 static void full_quant_max(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h,
                            int64_t t0, int64_t t1, const float *qp, const float *bias, const float *qsum,
-                           float *s, float *m) {
+                           float *s, float *m, rows_unit *u) {
     const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
     const int finish = needs_finish(pb);
-    ifa__kv_cursor cur;
-    ifa__kv_segment seg;
-    ifa__kv_cursor_init(&cur, pb, b, h, t0, t1);
-    while (ifa__kv_cursor_next(&cur, &seg)) {
-        const ifa__kernel_table *kk = kt->needs_unit_d_stride && seg.k_d != 1 ? &ifa__kernels_ref : kt;
-        for (int64_t i0 = 0; i0 < seg.n; i0 += IFA__CHUNK_ROWS) {
-            const int64_t n = ifa__min64(IFA__CHUNK_ROWS, seg.n - i0);
-            const char *k = seg.k + i0 * seg.k_tok * pb->elem_size;
-            kk->qk[IFA__KV_I8](qp, G, D, k, seg.k_tok, seg.k_d, n, s, ld);
-            if (finish) finish_scores(pb, b, h, seg.pos0 + i0, n, bias, qsum, s, ld);
-            for (int64_t g = 0; g < G; g++)
-                for (int64_t i = 0; i < n; i++) m[g] = s[g * ld + i] > m[g] ? s[g * ld + i] : m[g];
-        }
+    for (int64_t tw = t0; tw < t1; tw += IFA__CHUNK_ROWS) {
+        gather_rows(pb, b, h, tw, ifa__min64(tw + IFA__CHUNK_ROWS, t1), u);
+        if (u->n == 0) continue;
+        const ifa__kernel_table *kk = kt->needs_unit_d_stride && u->k_d != 1 ? &ifa__kernels_ref : kt;
+        kk->qk[IFA__KV_I8](qp, G, D, u->k, u->k_d, u->n, s, ld, NULL, 0);
+        if (finish) finish_scores(pb, b, h, u->pos, u->n, bias, qsum, s, ld);
+        for (int64_t g = 0; g < G; g++)
+            for (int64_t i = 0; i < u->n; i++) m[g] = s[g * ld + i] > m[g] ? s[g * ld + i] : m[g];
     }
 }
 
-/* Software prefetch of the rows ahead of the computation. A page of a paged cache sits at an
- * arbitrary address and a head's rows inside it are strided, so the hardware prefetchers, which
- * follow streams within a 4 KiB page, cannot find the next rows; a second cursor, running about
- * one chunk ahead of the computation, names them instead. Prefetched into L2 (not L1): a chunk of
- * K and V is already as large as L1. */
-typedef struct prefetcher {
-    ifa__kv_cursor cur;
-    ifa__kv_segment seg;
-    int64_t next_row; /* first row of seg not yet prefetched */
-    int live;
-} prefetcher;
-
-static void prefetch_rows(const char *base, int64_t tok_stride_bytes, int64_t rows, int64_t row_bytes) {
-    for (int64_t r = 0; r < rows; r++) {
-        const char *row = base + r * tok_stride_bytes;
-        for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(row + off, 0, 2);
-    }
-}
-
-/* Issues prefetches for the next `rows` rows of the prefetch cursor. */
-static void prefetch_ahead(const ifa__problem *pb, prefetcher *pf, int64_t rows) {
-    const int64_t es = pb->elem_size, row_bytes = pb->D * es;
-    while (rows > 0 && pf->live) {
-        if (pf->next_row >= pf->seg.n) {
-            pf->live = ifa__kv_cursor_next(&pf->cur, &pf->seg);
-            pf->next_row = 0;
-            continue;
-        }
-        const int64_t take = ifa__min64(rows, pf->seg.n - pf->next_row);
-        if (pf->seg.k_d == 1 && pf->seg.v_d == 1) {
-            prefetch_rows(pf->seg.k + pf->next_row * pf->seg.k_tok * es, pf->seg.k_tok * es, take, row_bytes);
-            prefetch_rows(pf->seg.v + pf->next_row * pf->seg.v_tok * es, pf->seg.v_tok * es, take, row_bytes);
-        }
-        pf->next_row += take;
-        rows -= take;
-    }
-}
-
-/* Steps 1-4 for one segment of at most IFA__CHUNK_ROWS rows of head h. */
-static void attend_rows(const ifa__problem *pb, const ifa__kernel_table *kt, ifa__kv_kind kind, int finish,
-                        int64_t b, int64_t h, const ifa__kv_segment *seg, const float *qp, const float *bias,
-                        const float *qsum, float *s, float *alpha, float *state) {
+/* Steps 1-4 for the rows of one unit of head h; `next` is the unit the following call will
+ * take, whose rows the kernels prefetch while they work on these. */
+static void attend_unit(const ifa__problem *pb, const ifa__kernel_table *kt, ifa__kv_kind kind, int finish,
+                        int64_t b, int64_t h, const rows_unit *u, const rows_unit *next, const float *qp,
+                        const float *bias, const float *qsum, float *s, float *alpha, float *state) {
     const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
-    const ifa__kernel_table *kk = kt->needs_unit_d_stride && seg->k_d != 1 ? &ifa__kernels_ref : kt;
-    const ifa__kernel_table *kv = kt->needs_unit_d_stride && seg->v_d != 1 ? &ifa__kernels_ref : kt;
-    kk->qk[kind](qp, G, D, seg->k, seg->k_tok, seg->k_d, seg->n, s, ld);
-    if (finish) finish_scores(pb, b, h, seg->pos0, seg->n, bias, qsum, s, ld);
-    softmax_update(pb, kt, b, seg->pos0, seg->n, s, ld, state, alpha);
-    kv->pv[kind](s, ld, G, D, seg->v, seg->v_tok, seg->v_d, seg->n, ifa__state_acc(state, G));
+    const int64_t npf = next != NULL && next->k_d == 1 && next->v_d == 1 ? next->n : 0;
+    const ifa__kernel_table *kk = kt->needs_unit_d_stride && u->k_d != 1 ? &ifa__kernels_ref : kt;
+    const ifa__kernel_table *kv = kt->needs_unit_d_stride && u->v_d != 1 ? &ifa__kernels_ref : kt;
+    kk->qk[kind](qp, G, D, u->k, u->k_d, u->n, s, ld, npf ? next->k : NULL, npf);
+    if (finish) finish_scores(pb, b, h, u->pos, u->n, bias, qsum, s, ld);
+    softmax_update(pb, kt, b, u->pos, u->n, s, ld, state, alpha);
+    kv->pv[kind](s, ld, G, D, u->v, u->v_d, u->n, ifa__state_acc(state, G), npf ? next->v : NULL, npf);
 }
 
 void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h0, int64_t nh,
@@ -233,33 +221,36 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
     float *alpha = scratch + nh * per_head, *s = alpha + G;
     const int finish = needs_finish(pb);
     const ifa__kv_kind kind = kv_kind(pb->kv_dtype);
-    prefetcher pf[IFA__MAX_TILE_HEADS];
+    rows_unit units[2];
     for (int64_t i = 0; i < nh; i++) {
         float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
         float *state = states + i * state_floats;
         ifa__state_init(state, G, D);
         if (t1 <= t0) continue;
         prepare_query(pb, b, h0 + i, qp, bias, qsum);
-        if (pb->full_quant) full_quant_max(pb, kt, b, h0 + i, t0, t1, qp, bias, qsum, s, ifa__state_m(state, G));
-        ifa__kv_cursor_init(&pf[i].cur, pb, b, h0 + i, t0, t1);
-        pf[i].seg.n = 0;
-        pf[i].next_row = 0;
-        pf[i].live = 1;
-        prefetch_ahead(pb, &pf[i], IFA__CHUNK_ROWS);
+        if (pb->full_quant)
+            full_quant_max(pb, kt, b, h0 + i, t0, t1, qp, bias, qsum, s, ifa__state_m(state, G), &units[0]);
     }
-    /* Window by window, all heads of the tile: in a (blocks, bs, KVN*D) cache the heads of one
-     * token sit side by side, so visiting them together reads memory in order. */
+    if (t1 <= t0) return;
+    /* Units in the order (window, head): in a (blocks, bs, KVN*D) cache the heads of one token sit
+     * side by side, so visiting the heads of a window together reads memory in order. While one
+     * unit computes, its kernels prefetch the next unit's rows (double buffer). */
+    int cur = 0;
+    gather_rows(pb, b, h0, t0, ifa__min64(t0 + IFA__CHUNK_ROWS, t1), &units[cur]);
     for (int64_t tw = t0; tw < t1; tw += IFA__CHUNK_ROWS) {
-        const int64_t te = ifa__min64(tw + IFA__CHUNK_ROWS, t1);
         for (int64_t i = 0; i < nh; i++) {
+            int64_t nw = tw, ni = i + 1;
+            if (ni == nh) {
+                ni = 0;
+                nw = tw + IFA__CHUNK_ROWS;
+            }
+            const int has_next = nw < t1;
+            if (has_next) gather_rows(pb, b, h0 + ni, nw, ifa__min64(nw + IFA__CHUNK_ROWS, t1), &units[1 - cur]);
             const float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
-            prefetch_ahead(pb, &pf[i], te - tw);
-            ifa__kv_cursor cur;
-            ifa__kv_segment seg;
-            ifa__kv_cursor_init(&cur, pb, b, h0 + i, tw, te);
-            while (ifa__kv_cursor_next(&cur, &seg))
-                attend_rows(pb, kt, kind, finish, b, h0 + i, &seg, qp, bias, qsum, s, alpha,
-                            states + i * state_floats);
+            if (units[cur].n > 0)
+                attend_unit(pb, kt, kind, finish, b, h0 + i, &units[cur], has_next ? &units[1 - cur] : NULL, qp,
+                            bias, qsum, s, alpha, states + i * state_floats);
+            cur = 1 - cur;
         }
     }
 }

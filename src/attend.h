@@ -7,8 +7,9 @@
 #include "kernels/kernels.h"
 #include "problem.h"
 
-/* Rows of K/V handed to one kernel call: bounds the scores scratch and keeps them in L1. */
-#define IFA__CHUNK_ROWS 64
+/* Logical tokens per window, and so at most the rows of K/V handed to one kernel call: bounds
+ * the scores scratch and keeps them in L1. */
+#define IFA__CHUNK_ROWS IFA__KERNEL_MAX_ROWS
 
 /* Most KV heads one tile visits together (bounds the per-tile prefetch cursors on the stack). */
 #define IFA__MAX_TILE_HEADS 16

@@ -6,8 +6,14 @@
  *   qk:  scores[g*ld + i]  = sum_d q[g*D + d] * K(i, d)            g < G, i < n
  *   pv:  acc[g*D + d]     += sum_i p[g*ld + i] * V(i, d)           g < G, d < D
  *
- * where row i of K lives at k + i*row_stride (elements) and element d of a row at d*d_stride.
- * plus the online-softmax step between them (below).
+ * plus the online-softmax step between them (below). Row i is given by its address rows[i]
+ * (element d at rows[i] + d*d_stride elements), so one call can take rows from several pages of
+ * any size: attend.c hands a kernel up to 64 rows gathered across pages. n <= 64.
+ *
+ * `prefetch` lists the n_prefetch rows (D elements at unit stride, same dtype) that the caller
+ * will hand to the next call of the same family. A kernel may issue software prefetches for them,
+ * spread over its own work, so the next rows arrive while this call computes; it must not read
+ * them. Pages of a paged cache are scattered, so the hardware prefetchers cannot find them.
  *
  * One call covers the G query heads that share a KV head, so each K and V row is read once for
  * all of them (GQA sharing). int8 rows are used raw: the caller folds the antiquant scale and
@@ -30,11 +36,16 @@ typedef enum ifa__kv_kind {
     IFA__KV_KIND_COUNT
 } ifa__kv_kind;
 
-typedef void (*ifa__qk_fn)(const float *q, int64_t G, int64_t D, const void *k, int64_t row_stride,
-                           int64_t d_stride, int64_t n, float *scores, int64_t ld);
+typedef void (*ifa__qk_fn)(const float *q, int64_t G, int64_t D, const void *const *rows, int64_t d_stride,
+                           int64_t n, float *scores, int64_t ld, const void *const *prefetch,
+                           int64_t n_prefetch);
 
-typedef void (*ifa__pv_fn)(const float *p, int64_t ld, int64_t G, int64_t D, const void *v,
-                           int64_t row_stride, int64_t d_stride, int64_t n, float *acc);
+typedef void (*ifa__pv_fn)(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,
+                           int64_t d_stride, int64_t n, float *acc, const void *const *prefetch,
+                           int64_t n_prefetch);
+
+/* Most rows one qk/pv call takes. */
+#define IFA__KERNEL_MAX_ROWS 64
 
 /* The online-softmax step of one chunk (softmax_state.h), for each head g < G:
  *

@@ -114,6 +114,21 @@ static int64_t pick_stride(int64_t D, rng *r)
     return D + RNG_PICK(r, extra);
 }
 
+/* Row pointers for the n rows of a buffer: rows in a scrambled order (as pages of a paged cache
+ * are), and a prefetch list naming the same rows backwards (kernels may prefetch but not read
+ * it; pointing it at valid rows keeps a stray read harmless but the sanitizer build still
+ * checks the kernels stay inside the rows they are given). */
+static void row_pointers(const void *base, ifa__kv_kind kind, int64_t n, int64_t stride, uint64_t seed,
+                         const void **rows, const void **pf)
+{
+    const int64_t es = elem_bytes(kind);
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t j = (seed & 2) ? (i * 7 + 3) % n : i;
+        rows[i] = (const char *)base + ((n % 7 == 0 || (seed & 2) == 0) ? i : j) * stride * es;
+        pf[n - 1 - i] = rows[i];
+    }
+}
+
 static void check_qk(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, int64_t n, int64_t G, uint64_t seed)
 {
     rng r = rng_seed(seed);
@@ -122,8 +137,10 @@ static void check_qk(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, i
     float *q = floats(G * D, &r, -2.0, 2.0);
     float *got = malloc((size_t)(G * LD) * sizeof *got), *want = malloc((size_t)(G * LD) * sizeof *want);
     for (int64_t i = 0; i < G * LD; i++) got[i] = want[i] = SENTINEL;
-    ifa__kernels_ref.qk[kind](q, G, D, k, stride, 1, n, want, LD);
-    t->qk[kind](q, G, D, k, stride, 1, n, got, LD);
+    const void *rows[64], *pf[64];
+    row_pointers(k, kind, n, stride, seed, rows, pf);
+    ifa__kernels_ref.qk[kind](q, G, D, rows, 1, n, want, LD, NULL, 0);
+    t->qk[kind](q, G, D, rows, 1, n, got, LD, pf, n);
     int bad = 0;
     for (int64_t g = 0; g < G && !bad; g++) {
         for (int64_t i = 0; i < LD && !bad; i++) {
@@ -137,7 +154,7 @@ static void check_qk(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, i
                 continue;
             }
             double mag = 0.0;
-            for (int64_t d = 0; d < D; d++) mag += fabs((double)q[g * D + d] * kv_get(k, kind, i * stride + d));
+            for (int64_t d = 0; d < D; d++) mag += fabs((double)q[g * D + d] * kv_get(rows[i], kind, d));
             const double tol = (double)(D / 16 + 8) * 0x1p-23 * mag;
             if (!(fabs((double)a - b) <= tol)) {
                 bad = 1;
@@ -168,15 +185,17 @@ static void check_pv(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, i
     float *got = malloc((size_t)(G * D + 1) * sizeof *got), *want = malloc((size_t)(G * D + 1) * sizeof *want);
     memcpy(got, acc0, (size_t)(G * D + 1) * sizeof *got);
     memcpy(want, acc0, (size_t)(G * D + 1) * sizeof *want);
-    ifa__kernels_ref.pv[kind](p, LD, G, D, v, stride, 1, n, want);
-    t->pv[kind](p, LD, G, D, v, stride, 1, n, got);
+    const void *rows[64], *pf[64];
+    row_pointers(v, kind, n, stride, seed, rows, pf);
+    ifa__kernels_ref.pv[kind](p, LD, G, D, rows, 1, n, want, NULL, 0);
+    t->pv[kind](p, LD, G, D, rows, 1, n, got, pf, n);
     CHECK_MSG(got[G * D] == SENTINEL, "%s pv %s D=%lld n=%lld G=%lld: wrote past acc", t->isa, k_kind_names[kind],
               (long long)D, (long long)n, (long long)G);
     int bad = 0;
     for (int64_t g = 0; g < G && !bad; g++) {
         for (int64_t d = 0; d < D && !bad; d++) {
             double mag = fabs(acc0[g * D + d]);
-            for (int64_t i = 0; i < n; i++) mag += fabs((double)p[g * LD + i] * kv_get(v, kind, i * stride + d));
+            for (int64_t i = 0; i < n; i++) mag += fabs((double)p[g * LD + i] * kv_get(rows[i], kind, d));
             const double tol = (double)(n + 2) * 0x1p-23 * mag;
             const float a = got[g * D + d], b = want[g * D + d];
             if (!(fabs((double)a - b) <= tol)) {

@@ -30,27 +30,32 @@ static inline float load_i8(const void *base, int64_t i) { return (float)((const
 
 /* One definition per dtype from a template, so the four stay identical but for the load. */
 #define IFA__DEFINE_REF_KERNELS(suffix, load)                                                         \
-    static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *k, int64_t row_stride,  \
-                            int64_t d_stride, int64_t n, float *scores, int64_t ld) {                 \
-        for (int64_t i = 0; i < n; i++) {                                                             \
-            for (int64_t g = 0; g < G; g++) {                                                         \
-                double sum = 0.0;                                                                     \
-                const float *qg = q + g * D;                                                          \
-                for (int64_t d = 0; d < D; d++)                                                       \
-                    sum += (double)qg[d] * (double)load(k, i * row_stride + d * d_stride);            \
-                scores[g * ld + i] = (float)sum;                                                      \
-            }                                                                                         \
-        }                                                                                             \
-    }                                                                                                 \
-    static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *v,          \
-                            int64_t row_stride, int64_t d_stride, int64_t n, float *acc) {            \
-        for (int64_t i = 0; i < n; i++) {                                                             \
-            for (int64_t g = 0; g < G; g++) {                                                         \
-                const float pi = p[g * ld + i];                                                       \
-                float *ag = acc + g * D;                                                              \
-                for (int64_t d = 0; d < D; d++) ag[d] += pi * load(v, i * row_stride + d * d_stride); \
-            }                                                                                         \
-        }                                                                                             \
+    static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *const *rows, int64_t d_stride,  \
+                            int64_t n, float *scores, int64_t ld, const void *const *prefetch,               \
+                            int64_t n_prefetch) {                                                            \
+        (void)prefetch;                                                                                      \
+        (void)n_prefetch;                                                                                    \
+        for (int64_t i = 0; i < n; i++) {                                                                    \
+            for (int64_t g = 0; g < G; g++) {                                                                \
+                double sum = 0.0;                                                                            \
+                const float *qg = q + g * D;                                                                 \
+                for (int64_t d = 0; d < D; d++) sum += (double)qg[d] * (double)load(rows[i], d * d_stride); \
+                scores[g * ld + i] = (float)sum;                                                             \
+            }                                                                                                \
+        }                                                                                                    \
+    }                                                                                                        \
+    static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,       \
+                            int64_t d_stride, int64_t n, float *acc, const void *const *prefetch,            \
+                            int64_t n_prefetch) {                                                            \
+        (void)prefetch;                                                                                      \
+        (void)n_prefetch;                                                                                    \
+        for (int64_t i = 0; i < n; i++) {                                                                    \
+            for (int64_t g = 0; g < G; g++) {                                                                \
+                const float pi = p[g * ld + i];                                                              \
+                float *ag = acc + g * D;                                                                     \
+                for (int64_t d = 0; d < D; d++) ag[d] += pi * load(rows[i], d * d_stride);                  \
+            }                                                                                                \
+        }                                                                                                    \
     }
 
 IFA__DEFINE_REF_KERNELS(f16, load_f16)

@@ -125,17 +125,21 @@ IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D
     }
 }
 
-IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *k, int64_t row_stride,
-                         int64_t n, float *scores, int64_t ld) {
-    const int es = elem_size(kind);
-    const int64_t row_bytes = row_stride * es;
-    /* The whole chunk is requested up front, never past its n rows (see attention_avx512.c). */
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t b = 0; b < D * es; b += 64) _mm_prefetch((const char *)k + i * row_bytes + b, _MM_HINT_T0);
+/* Prefetches rows [j0, j1) of the caller's next-call list (kernels.h): every cache line of each. */
+IFA__INLINE void prefetch_share(const void *const *prefetch, int64_t j0, int64_t j1, int64_t row_bytes) {
+    for (int64_t j = j0; j < j1; j++)
+        for (int64_t b = 0; b < row_bytes; b += 64) _mm_prefetch((const char *)prefetch[j] + b, _MM_HINT_T0);
+}
+
+IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *const *krows, int64_t n,
+                         float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
+    const int64_t row_bytes = D * elem_size(kind);
     for (int64_t i0 = 0; i0 < n; i0 += 8) {
         const int64_t m = n - i0 < 8 ? n - i0 : 8;
+        /* This tile's share of the next call's rows, spread over the tiles (see the AVX-512 file). */
+        prefetch_share(prefetch, i0 * n_prefetch / n, (i0 + m) * n_prefetch / n, row_bytes);
         const char *rows[8];
-        for (int64_t r = 0; r < 8; r++) rows[r] = (const char *)k + (i0 + (r < m ? r : m - 1)) * row_bytes;
+        for (int64_t r = 0; r < 8; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
         int64_t g0 = 0;
         for (; g0 + 4 <= G; g0 += 4) qk_tile(kind, 4, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m);
         switch (G - g0) {
@@ -152,7 +156,7 @@ IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, c
 /* One slice for GB heads over all n rows: W = 2 full vectors (16 floats at d0), W = 1 one full
  * vector, W = 0 one vector of the last tail (< 8) elements. */
 IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float *p, int64_t ld, int64_t D,
-                          const char *v, int64_t row_bytes, int64_t n, float *acc, int64_t d0) {
+                          const void *const *vrows, int64_t n, float *acc, int64_t d0) {
     const int es = elem_size(kind);
     const int nv = W == 0 ? 1 : W;
     const int64_t tail = D - d0;
@@ -161,8 +165,8 @@ IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float
     for (int g = 0; g < GB; g++)
         for (int w = 0; w < nv; w++)
             a[g][w] = W == 0 ? _mm256_maskload_ps(acc + g * D + d0, lm) : _mm256_loadu_ps(acc + g * D + d0 + 8 * w);
-    const char *row = v + d0 * es;
-    for (int64_t i = 0; i < n; i++, row += row_bytes) {
+    for (int64_t i = 0; i < n; i++) {
+        const char *row = (const char *)vrows[i] + d0 * es;
         __m256 x[2];
         for (int w = 0; w < nv; w++) x[w] = W == 0 ? load8_tail(kind, row, tail) : load8(kind, row + 8 * w * es);
         for (int g = 0; g < GB; g++) {
@@ -180,44 +184,46 @@ IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float
 }
 
 IFA__INLINE void pv_heads(const int kind, const int W, const float *p, int64_t ld, int64_t G, int64_t D,
-                          const char *v, int64_t row_bytes, int64_t n, float *acc, int64_t d0) {
+                          const void *const *v, int64_t n, float *acc, int64_t d0) {
     int64_t g0 = 0;
-    for (; g0 + 4 <= G; g0 += 4) pv_slice(kind, 4, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0);
+    for (; g0 + 4 <= G; g0 += 4) pv_slice(kind, 4, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0);
     switch (G - g0) {
-    case 1: pv_slice(kind, 1, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0); break;
-    case 2: pv_slice(kind, 2, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0); break;
-    case 3: pv_slice(kind, 3, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0); break;
+    case 1: pv_slice(kind, 1, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0); break;
+    case 2: pv_slice(kind, 2, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0); break;
+    case 3: pv_slice(kind, 3, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0); break;
     default: break;
     }
 }
 
-IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, int64_t D, const void *v,
-                         int64_t row_stride, int64_t n, float *acc) {
-    const int es = elem_size(kind);
-    const int64_t row_bytes = row_stride * es;
-    const char *vb = (const char *)v;
-    /* The whole chunk up front: the slices walk the rows in narrow strips, a pattern the stream
-     * prefetcher follows less well than one pass over whole rows. */
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t b = 0; b < D * es; b += 64) _mm_prefetch(vb + i * row_bytes + b, _MM_HINT_T0);
-    int64_t d0 = 0;
-    for (; d0 + 16 <= D; d0 += 16) pv_heads(kind, 2, p, ld, G, D, vb, row_bytes, n, acc, d0);
-    for (; d0 + 8 <= D; d0 += 8) pv_heads(kind, 1, p, ld, G, D, vb, row_bytes, n, acc, d0);
-    if (d0 < D) pv_heads(kind, 0, p, ld, G, D, vb, row_bytes, n, acc, d0);
+IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v,
+                         int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
+    const int64_t row_bytes = D * elem_size(kind);
+    const int64_t slices = (D + 15) / 16;
+    int64_t d0 = 0, done = 0;
+    /* The next call's rows are prefetched in shares spread over the 16-float slices. */
+    for (; d0 + 16 <= D; d0 += 16, done++) {
+        prefetch_share(prefetch, done * n_prefetch / slices, (done + 1) * n_prefetch / slices, row_bytes);
+        pv_heads(kind, 2, p, ld, G, D, v, n, acc, d0);
+    }
+    prefetch_share(prefetch, done * n_prefetch / slices, n_prefetch, row_bytes);
+    for (; d0 + 8 <= D; d0 += 8) pv_heads(kind, 1, p, ld, G, D, v, n, acc, d0);
+    if (d0 < D) pv_heads(kind, 0, p, ld, G, D, v, n, acc, d0);
 }
 
 /* ---- The instances ------------------------------------------------------------------------ */
 
-#define IFA__DEFINE_AVX2_KERNELS(suffix, kind)                                                        \
-    static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *k, int64_t row_stride,  \
-                            int64_t d_stride, int64_t n, float *scores, int64_t ld) {                 \
-        (void)d_stride;                                                                               \
-        qk_impl(kind, q, G, D, k, row_stride, n, scores, ld);                                         \
-    }                                                                                                 \
-    static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *v,          \
-                            int64_t row_stride, int64_t d_stride, int64_t n, float *acc) {            \
-        (void)d_stride;                                                                               \
-        pv_impl(kind, p, ld, G, D, v, row_stride, n, acc);                                            \
+#define IFA__DEFINE_AVX2_KERNELS(suffix, kind)                                                          \
+    static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *const *rows, int64_t d_stride, \
+                            int64_t n, float *scores, int64_t ld, const void *const *prefetch,              \
+                            int64_t n_prefetch) {                                                           \
+        (void)d_stride;                                                                                     \
+        qk_impl(kind, q, G, D, rows, n, scores, ld, prefetch, n_prefetch);                                  \
+    }                                                                                                       \
+    static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,      \
+                            int64_t d_stride, int64_t n, float *acc, const void *const *prefetch,           \
+                            int64_t n_prefetch) {                                                           \
+        (void)d_stride;                                                                                     \
+        pv_impl(kind, p, ld, G, D, rows, n, acc, prefetch, n_prefetch);                                     \
     }
 
 IFA__DEFINE_AVX2_KERNELS(f16, IFA__KV_F16)

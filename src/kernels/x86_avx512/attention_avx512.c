@@ -148,21 +148,22 @@ IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D
         _mm512_mask_storeu_ps(scores + g * ld, smask, tree34(part[g][0], part[g][1], part[g][2], part[g][3]));
 }
 
-IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *k, int64_t row_stride,
-                         int64_t n, float *scores, int64_t ld) {
-    const int es = elem_size(kind);
-    const int64_t row_bytes = row_stride * es;
-    /* Every row of the chunk is requested up front, all at once: the loads then overlap with one
-     * another and with the arithmetic, which a prefetch of the next tile only (one tile of compute
-     * ahead, about 100 ns) does not achieve against memory latency; measured on the G=4, D=128
-     * shape it was the faster of the two. The prefetches stay inside the n rows given, because in
-     * a paged cache the memory after the chunk usually belongs to another sequence. */
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t b = 0; b < D * es; b += 64) _mm_prefetch((const char *)k + i * row_bytes + b, _MM_HINT_T0);
+/* Prefetches rows [j0, j1) of the caller's next-call list: every cache line of each row. */
+IFA__INLINE void prefetch_share(const void *const *prefetch, int64_t j0, int64_t j1, int64_t row_bytes) {
+    for (int64_t j = j0; j < j1; j++)
+        for (int64_t b = 0; b < row_bytes; b += 64) _mm_prefetch((const char *)prefetch[j] + b, _MM_HINT_T0);
+}
+
+IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *const *krows, int64_t n,
+                         float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
+    const int64_t row_bytes = D * elem_size(kind);
     for (int64_t i0 = 0; i0 < n; i0 += 16) {
         const int64_t m = n - i0 < 16 ? n - i0 : 16;
+        /* This tile's share of the next call's rows: spreading the prefetches over the tiles keeps
+         * a steady number of misses in flight instead of one burst the miss buffers cannot hold. */
+        prefetch_share(prefetch, i0 * n_prefetch / n, (i0 + m) * n_prefetch / n, row_bytes);
         const char *rows[16];
-        for (int64_t r = 0; r < 16; r++) rows[r] = (const char *)k + (i0 + (r < m ? r : m - 1)) * row_bytes;
+        for (int64_t r = 0; r < 16; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
         const __mmask16 smask = tail_mask(m);
         int64_t g0 = 0;
         for (; g0 + 4 <= G; g0 += 4) qk_tile(kind, 4, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask);
@@ -180,15 +181,15 @@ IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, c
 /* One slice of W full vectors (W*16 floats of D starting at d0), or of one masked vector when
  * W == 0 (the tail), for GB heads, over all n rows. */
 IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float *p, int64_t ld, int64_t D,
-                          const char *v, int64_t row_bytes, int64_t n, float *acc, int64_t d0, __mmask16 tm) {
+                          const void *const *vrows, int64_t n, float *acc, int64_t d0, __mmask16 tm) {
     const int es = elem_size(kind);
     const int nv = W == 0 ? 1 : W;
     __m512 a[4][4];
     for (int g = 0; g < GB; g++)
         for (int w = 0; w < nv; w++)
             a[g][w] = W == 0 ? _mm512_maskz_loadu_ps(tm, acc + g * D + d0) : _mm512_loadu_ps(acc + g * D + d0 + 16 * w);
-    const char *row = v + d0 * es;
-    for (int64_t i = 0; i < n; i++, row += row_bytes) {
+    for (int64_t i = 0; i < n; i++) {
+        const char *row = (const char *)vrows[i] + d0 * es;
         __m512 x[4];
         for (int w = 0; w < nv; w++) x[w] = W == 0 ? load16_mask(kind, row, tm) : load16(kind, row + 16 * w * es);
         for (int g = 0; g < GB; g++) {
@@ -207,45 +208,47 @@ IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float
 
 /* All head blocks of one slice. */
 IFA__INLINE void pv_heads(const int kind, const int W, const float *p, int64_t ld, int64_t G, int64_t D,
-                          const char *v, int64_t row_bytes, int64_t n, float *acc, int64_t d0, __mmask16 tm) {
+                          const void *const *v, int64_t n, float *acc, int64_t d0, __mmask16 tm) {
     int64_t g0 = 0;
-    for (; g0 + 4 <= G; g0 += 4) pv_slice(kind, 4, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0, tm);
+    for (; g0 + 4 <= G; g0 += 4) pv_slice(kind, 4, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0, tm);
     switch (G - g0) {
-    case 1: pv_slice(kind, 1, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0, tm); break;
-    case 2: pv_slice(kind, 2, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0, tm); break;
-    case 3: pv_slice(kind, 3, W, p + g0 * ld, ld, D, v, row_bytes, n, acc + g0 * D, d0, tm); break;
+    case 1: pv_slice(kind, 1, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0, tm); break;
+    case 2: pv_slice(kind, 2, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0, tm); break;
+    case 3: pv_slice(kind, 3, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0, tm); break;
     default: break;
     }
 }
 
-IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, int64_t D, const void *v,
-                         int64_t row_stride, int64_t n, float *acc) {
-    const int es = elem_size(kind);
-    const int64_t row_bytes = row_stride * es;
-    const char *vb = (const char *)v;
-    /* The whole V chunk is prefetched up front, as in qk, and here it matters twice: the first
-     * slice touches only the first 64*es bytes of every row, a strided pattern the stream
-     * prefetcher follows badly. */
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t b = 0; b < D * es; b += 64) _mm_prefetch(vb + i * row_bytes + b, _MM_HINT_T0);
-    int64_t d0 = 0;
-    for (; d0 + 64 <= D; d0 += 64) pv_heads(kind, 4, p, ld, G, D, vb, row_bytes, n, acc, d0, 0);
-    for (; d0 + 16 <= D; d0 += 16) pv_heads(kind, 1, p, ld, G, D, vb, row_bytes, n, acc, d0, 0);
-    if (d0 < D) pv_heads(kind, 0, p, ld, G, D, vb, row_bytes, n, acc, d0, tail_mask(D - d0));
+IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v,
+                         int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
+    const int64_t row_bytes = D * elem_size(kind);
+    const int64_t slices = (D + 63) / 64;
+    int64_t d0 = 0, done = 0;
+    /* Each 64-float slice of D streams every row once; the next call's rows are prefetched in
+     * shares spread over the slices, as in qk. */
+    for (; d0 + 64 <= D; d0 += 64, done++) {
+        prefetch_share(prefetch, done * n_prefetch / slices, (done + 1) * n_prefetch / slices, row_bytes);
+        pv_heads(kind, 4, p, ld, G, D, v, n, acc, d0, 0);
+    }
+    prefetch_share(prefetch, done * n_prefetch / slices, n_prefetch, row_bytes);
+    for (; d0 + 16 <= D; d0 += 16) pv_heads(kind, 1, p, ld, G, D, v, n, acc, d0, 0);
+    if (d0 < D) pv_heads(kind, 0, p, ld, G, D, v, n, acc, d0, tail_mask(D - d0));
 }
 
 /* ---- The instances ------------------------------------------------------------------------ */
 
-#define IFA__DEFINE_AVX512_KERNELS(suffix, kind)                                                      \
-    static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *k, int64_t row_stride,  \
-                            int64_t d_stride, int64_t n, float *scores, int64_t ld) {                 \
-        (void)d_stride;                                                                               \
-        qk_impl(kind, q, G, D, k, row_stride, n, scores, ld);                                         \
-    }                                                                                                 \
-    static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *v,          \
-                            int64_t row_stride, int64_t d_stride, int64_t n, float *acc) {            \
-        (void)d_stride;                                                                               \
-        pv_impl(kind, p, ld, G, D, v, row_stride, n, acc);                                            \
+#define IFA__DEFINE_AVX512_KERNELS(suffix, kind)                                                        \
+    static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *const *rows, int64_t d_stride, \
+                            int64_t n, float *scores, int64_t ld, const void *const *prefetch,              \
+                            int64_t n_prefetch) {                                                           \
+        (void)d_stride;                                                                                     \
+        qk_impl(kind, q, G, D, rows, n, scores, ld, prefetch, n_prefetch);                                  \
+    }                                                                                                       \
+    static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,      \
+                            int64_t d_stride, int64_t n, float *acc, const void *const *prefetch,           \
+                            int64_t n_prefetch) {                                                           \
+        (void)d_stride;                                                                                     \
+        pv_impl(kind, p, ld, G, D, rows, n, acc, prefetch, n_prefetch);                                     \
     }
 
 IFA__DEFINE_AVX512_KERNELS(f16, IFA__KV_F16)
