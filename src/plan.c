@@ -77,7 +77,11 @@ ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num
     c.pb = pb;
     c.kt = kt;
     c.groups = ifa__ceil_div(pb->KVN, IFA__MAX_TILE_HEADS);
+    /* Fewer (batch, head group) units than threads: smaller head groups first (independent
+     * outputs, no merge), then split-KV below. */
+    if (pb->B * c.groups < num_threads) c.groups = ifa__min64(pb->KVN, ifa__ceil_div(num_threads, pb->B));
     c.group_heads = ifa__ceil_div(pb->KVN, c.groups);
+    c.groups = ifa__ceil_div(pb->KVN, c.group_heads);
     c.splits = 1;
     const int64_t units = pb->B * c.groups;
     /* Full quantisation quantises p against the global maximum of each (b, h) (attend.c), which
