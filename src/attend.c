@@ -28,9 +28,9 @@
 #include "softmax_state.h"
 
 /* Scratch layout (floats): per head of the tile { q'[G*D] | bias[G] | qsum[G] }, then
- * alpha[G] | s[G*CHUNK] shared by the heads. */
+ * alpha[G] | s[G*CHUNK] | rows[5*D] shared by the heads. */
 int64_t ifa__tile_scratch_floats(const ifa__problem *pb, int64_t max_heads) {
-    return max_heads * (pb->G * pb->D + 2 * pb->G) + pb->G + pb->G * IFA__CHUNK_ROWS;
+    return max_heads * (pb->G * pb->D + 2 * pb->G) + pb->G + pb->G * IFA__CHUNK_ROWS + 5 * pb->D;
 }
 
 static ifa__kv_kind kv_kind(ifa_dtype d) {
@@ -47,38 +47,48 @@ static float load_view(const ifa__view3 *v, int64_t i0, int64_t i1, int64_t i2) 
     return (float)ifa__load_as_double(p, v->dtype);
 }
 
+/* Row (i0, i1, .) of a view into dst[0..n) as float32; float16 rows of unit stride through the
+ * ISA's conversion. */
+static void load_view_row(const ifa__kernel_table *kt, const ifa__view3 *v, int64_t i0, int64_t i1, int64_t n,
+                          float *dst) {
+    const char *p = v->data + (i0 * v->s0 + i1 * v->s1) * (int64_t)ifa_dtype_size(v->dtype);
+    if (v->dtype == IFA_DTYPE_FLOAT16 && v->s2 == 1)
+        kt->f16_to_f32(p, n, dst);
+    else
+        ifa__load_row_f32(p, v->dtype, v->s2, n, dst);
+}
+
 /* The factor of the raw dot product in the score: scale_value, times dequant_scale1 for an
  * int8 query. */
 static float score_scale(const ifa__problem *pb) {
     return pb->full_quant ? pb->scale * pb->dequant_scale1 : pb->scale;
 }
 
-/* Per-channel antiquant parameter i (0 key, 1 value) of channel (h, d); offset 0 if absent. */
-static float aq_scale(const ifa__problem *pb, int64_t i, int64_t h, int64_t d) {
-    return load_view(&pb->aq_scale, i, h, d);
-}
-static float aq_offset(const ifa__problem *pb, int64_t i, int64_t h, int64_t d) {
-    return pb->aq_offset.data ? load_view(&pb->aq_offset, i, h, d) : 0.0f;
-}
-
 /* q' and the key bias of the tile (see the file comment). The score scale is folded into q'
  * too (scale*(q.k) and (scale*q).k differ by rounding only), except for per-token antiquant,
- * whose scale multiplies each score separately. */
-static void prepare_query(const ifa__problem *pb, int64_t b, int64_t h, float *qp, float *bias, float *qsum) {
+ * whose scale multiplies each score separately. `rows` is scratch for 2*D floats. */
+static void prepare_query(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h, float *qp,
+                          float *bias, float *qsum, float *rows) {
     const int64_t G = pb->G, D = pb->D;
     const float fold = pb->aq == IFA__AQ_PER_TOKEN ? 1.0f : score_scale(pb);
+    float *ks = rows, *ko = rows + D;
+    const int per_channel = pb->aq == IFA__AQ_PER_CHANNEL, has_offset = per_channel && pb->aq_offset.data;
+    if (per_channel) load_view_row(kt, &pb->aq_scale, 0, h, D, ks);
+    if (has_offset) load_view_row(kt, &pb->aq_offset, 0, h, D, ko);
     for (int64_t g = 0; g < G; g++) {
-        const int64_t n = h * G + g;
+        float *qg = qp + g * D;
+        load_view_row(kt, &pb->q, b, h * G + g, D, qg);
+        /* The sum of q only serves per-token antiquant, the offset bias only an offset: both are
+         * serial double sums, skipped when not needed (they dominate a short call otherwise). */
         double sum = 0.0, b_acc = 0.0;
-        for (int64_t d = 0; d < D; d++) {
-            float x = load_view(&pb->q, b, n, d);
-            sum += x;
-            if (pb->aq == IFA__AQ_PER_CHANNEL) {
-                x *= aq_scale(pb, 0, h, d);
-                if (pb->aq_offset.data) b_acc += (double)x * aq_offset(pb, 0, h, d);
-            }
-            qp[g * D + d] = x * fold;
-        }
+        if (pb->aq == IFA__AQ_PER_TOKEN)
+            for (int64_t d = 0; d < D; d++) sum += qg[d];
+        if (per_channel)
+            for (int64_t d = 0; d < D; d++) qg[d] *= ks[d];
+        if (has_offset)
+            for (int64_t d = 0; d < D; d++) b_acc += (double)qg[d] * ko[d];
+        if (fold != 1.0f)
+            for (int64_t d = 0; d < D; d++) qg[d] *= fold;
         bias[g] = (float)(b_acc * fold);
         qsum[g] = (float)sum;
     }
@@ -227,7 +237,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
         float *state = states + i * state_floats;
         ifa__state_init(state, G, D);
         if (t1 <= t0) continue;
-        prepare_query(pb, b, h0 + i, qp, bias, qsum);
+        prepare_query(pb, kt, b, h0 + i, qp, bias, qsum, s + G * IFA__CHUNK_ROWS);
         if (pb->full_quant)
             full_quant_max(pb, kt, b, h0 + i, t0, t1, qp, bias, qsum, s, ifa__state_m(state, G), &units[0]);
     }
@@ -255,52 +265,53 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
     }
 }
 
-static void store_output(const ifa__problem *pb, int64_t b, int64_t n, int64_t d, double o) {
-    const ifa__view3 *ov = &pb->out;
-    char *p = (char *)ov->data + (b * ov->s0 + n * ov->s1 + d * ov->s2) * (int64_t)ifa_dtype_size(ov->dtype);
-    if (pb->int8_out) {
-        const double sc = load_view(&pb->oq_scale, n, d, 0);
-        const double off = pb->oq_offset.data ? load_view(&pb->oq_offset, n, d, 0) : 0.0;
-        *(int8_t *)p = ifa__sat_round_int8(o * sc + off);
-        return;
-    }
-    switch (ov->dtype) {
-    case IFA_DTYPE_FLOAT16: {
-        const uint16_t h = ifa__f32_to_f16((float)o);
-        memcpy(p, &h, sizeof h);
-        break;
-    }
-    case IFA_DTYPE_BFLOAT16: {
-        const uint16_t h = ifa__f32_to_bf16((float)o);
-        memcpy(p, &h, sizeof h);
-        break;
-    }
-    default: {
-        const float f = (float)o;
-        memcpy(p, &f, sizeof f);
-        break;
-    }
-    }
-}
-
-void ifa__write_output(const ifa__problem *pb, int64_t b, int64_t h, const float *state) {
+/* Turns the final state into the G output rows (`rows`: scratch for 5*D floats). */
+void ifa__write_output(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h, const float *state,
+                       float *rows) {
     const int64_t G = pb->G, D = pb->D;
+    float *o = rows, *sc = rows + D, *off = rows + 2 * D;
+    const ifa__view3 *ov = &pb->out;
+    const int64_t out_es = (int64_t)ifa_dtype_size(ov->dtype);
+    if (pb->aq == IFA__AQ_PER_CHANNEL) {
+        load_view_row(kt, &pb->aq_scale, 1, h, D, sc);
+        if (pb->aq_offset.data)
+            load_view_row(kt, &pb->aq_offset, 1, h, D, off);
+        else
+            for (int64_t d = 0; d < D; d++) off[d] = 0.0f;
+    }
     for (int64_t g = 0; g < G; g++) {
         const int64_t n = h * G + g;
         const float l = state[G + g], voff = state[2 * G + g];
         const float *acc = state + 3 * G + g * D;
+        if (l > 0.0f || l != l) {
+            for (int64_t d = 0; d < D; d++) o[d] = acc[d] / l;
+            if (pb->full_quant)
+                for (int64_t d = 0; d < D; d++) o[d] *= pb->dequant_scale2;
+            else if (pb->aq == IFA__AQ_PER_CHANNEL)
+                for (int64_t d = 0; d < D; d++) o[d] = sc[d] * (o[d] + off[d]);
+            else if (pb->aq == IFA__AQ_PER_TOKEN)
+                for (int64_t d = 0; d < D; d++) o[d] = (acc[d] + voff) / l;
+        } else {
+            for (int64_t d = 0; d < D; d++) o[d] = 0.0f; /* no token: SPEC.md 5 says the output is 0 */
+        }
+        char *dst = (char *)ov->data + (b * ov->s0 + n * ov->s1) * out_es;
+        if (!pb->int8_out) {
+            if (ov->dtype == IFA_DTYPE_FLOAT16 && ov->s2 == 1)
+                kt->f32_to_f16(o, D, dst);
+            else
+                ifa__store_row_f32(dst, ov->dtype, ov->s2, D, o);
+            continue;
+        }
+        /* int8 output: y = sat_int8(rne(o * scale + offset)), per tensor or per channel n*D + d. */
+        float *qs = rows + 3 * D, *qo = rows + 4 * D;
+        /* These views are (n, d) at n*s0 + d*s1 (validate.c), not (i0, i1, .) like the others. */
+        const ifa__view3 *vs = &pb->oq_scale, *vo = &pb->oq_offset;
+        ifa__load_row_f32(vs->data + n * vs->s0 * (int64_t)ifa_dtype_size(vs->dtype), vs->dtype, vs->s1, D, qs);
+        if (vo->data)
+            ifa__load_row_f32(vo->data + n * vo->s0 * (int64_t)ifa_dtype_size(vo->dtype), vo->dtype, vo->s1, D, qo);
         for (int64_t d = 0; d < D; d++) {
-            double o = 0.0; /* no token: SPEC.md 5 says the output is 0 */
-            if (l > 0.0f || l != l) {
-                o = (double)acc[d] / l;
-                if (pb->full_quant)
-                    o *= pb->dequant_scale2;
-                else if (pb->aq == IFA__AQ_PER_CHANNEL)
-                    o = aq_scale(pb, 1, h, d) * (o + aq_offset(pb, 1, h, d));
-                else if (pb->aq == IFA__AQ_PER_TOKEN)
-                    o = ((double)acc[d] + voff) / l;
-            }
-            store_output(pb, b, n, d, o);
+            const double y = (double)o[d] * qs[d] + (pb->oq_offset.data ? (double)qo[d] : 0.0);
+            ((int8_t *)dst)[d * ov->s2] = ifa__sat_round_int8(y);
         }
     }
 }

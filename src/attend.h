@@ -24,7 +24,12 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
                       int64_t nh, int64_t t0, int64_t t1, float *states, float *scratch);
 
 /* Turns the final state of (b, h) into the G output rows: normalise, apply the value
- * antiquant / dequant scales, cast or quantise, write through the output view. */
-void ifa__write_output(const ifa__problem *pb, int64_t b, int64_t h, const float *state);
+ * antiquant / dequant scales, cast or quantise, write through the output view. `rows` is
+ * scratch of ifa__output_scratch_floats() floats. */
+void ifa__write_output(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h,
+                       const float *state, float *rows);
+
+/* Floats of scratch ifa__write_output needs. */
+static inline int64_t ifa__output_scratch_floats(const ifa__problem *pb) { return 5 * pb->D; }
 
 #endif /* IFA_ATTEND_H */

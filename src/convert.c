@@ -91,3 +91,55 @@ int8_t ifa__sat_round_int8(double x) {
     if (x <= -128.0) return -128;
     return (int8_t)nearbyint(x); /* default rounding mode: to nearest, ties to even */
 }
+
+void ifa__load_row_f32(const void *p, ifa_dtype dtype, int64_t stride, int64_t n, float *dst) {
+    const char *base = (const char *)p;
+    switch (dtype) {
+    case IFA_DTYPE_FLOAT32:
+        for (int64_t i = 0; i < n; i++) memcpy(&dst[i], base + i * stride * 4, sizeof(float));
+        break;
+    case IFA_DTYPE_FLOAT16:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, base + i * stride * 2, sizeof h);
+            dst[i] = ifa__f16_to_f32(h);
+        }
+        break;
+    case IFA_DTYPE_BFLOAT16:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, base + i * stride * 2, sizeof h);
+            dst[i] = ifa__bf16_to_f32(h);
+        }
+        break;
+    case IFA_DTYPE_INT8:
+        for (int64_t i = 0; i < n; i++) dst[i] = (float)((const int8_t *)base)[i * stride];
+        break;
+    default: {
+        const int64_t es = (int64_t)ifa_dtype_size(dtype);
+        for (int64_t i = 0; i < n; i++) dst[i] = (float)ifa__load_as_double(base + i * stride * es, dtype);
+        break;
+    }
+    }
+}
+
+void ifa__store_row_f32(void *p, ifa_dtype dtype, int64_t stride, int64_t n, const float *src) {
+    char *base = (char *)p;
+    switch (dtype) {
+    case IFA_DTYPE_FLOAT16:
+        for (int64_t i = 0; i < n; i++) {
+            const uint16_t h = ifa__f32_to_f16(src[i]);
+            memcpy(base + i * stride * 2, &h, sizeof h);
+        }
+        break;
+    case IFA_DTYPE_BFLOAT16:
+        for (int64_t i = 0; i < n; i++) {
+            const uint16_t h = ifa__f32_to_bf16(src[i]);
+            memcpy(base + i * stride * 2, &h, sizeof h);
+        }
+        break;
+    default:
+        for (int64_t i = 0; i < n; i++) memcpy(base + i * stride * 4, &src[i], sizeof(float));
+        break;
+    }
+}

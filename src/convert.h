@@ -59,6 +59,13 @@ double ifa__load_as_double(const void *ptr, ifa_dtype dtype);
  * the bits of a float32 (the Ascend form of dequant/quant scales). */
 float ifa__load_scale(const void *ptr, ifa_dtype dtype);
 
+/* dst[i] = element i (i < n) of a row at p with the given element stride, as float32. Rows of
+ * parameters, queries and scales are read through this, with the dtype switch outside the loop. */
+void ifa__load_row_f32(const void *p, ifa_dtype dtype, int64_t stride, int64_t n, float *dst);
+
+/* Stores n float32 values into a float16 / bfloat16 / float32 row (round to nearest even). */
+void ifa__store_row_f32(void *p, ifa_dtype dtype, int64_t stride, int64_t n, const float *src);
+
 /* Saturating round-half-even cast of a double to int8. NaN gives 0. */
 int8_t ifa__sat_round_int8(double x);
 

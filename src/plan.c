@@ -59,12 +59,12 @@ static void run_tile(void *arg, size_t item, int thread) {
 static void merge_pair(void *arg, size_t item, int thread) {
     const run_ctx *c = arg;
     const ifa__problem *pb = c->pb;
-    (void)thread;
     const int64_t b = (int64_t)item / pb->KVN, h = (int64_t)item % pb->KVN;
     const int64_t split_stride = pb->KVN * c->state_floats;
     float *first = c->states + (b * c->splits * pb->KVN + h) * c->state_floats;
     for (int64_t s = 1; s < c->splits; s++) ifa__state_merge(first, first + s * split_stride, pb->G, pb->D);
-    ifa__write_output(pb, b, h, first);
+    /* The tile scratch is free again in this phase (ifa__tile_scratch_floats >= 5*D). */
+    ifa__write_output(pb, c->kt, b, h, first, c->scratch + (int64_t)thread * c->scratch_floats);
 }
 
 ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num_threads) {

@@ -59,11 +59,19 @@ typedef void (*ifa__pv_fn)(const float *p, int64_t ld, int64_t G, int64_t D, con
 typedef void (*ifa__softmax_fn)(float *s, int64_t ld, int64_t G, int64_t n, float *m, float *l,
                                 float *alpha);
 
+/* Unit-stride float16 row conversions, for the query going in and the output going out (the
+ * fixed cost of a short call is mostly these). float16 -> float32 is exact; float32 -> float16
+ * rounds to nearest even, overflow to infinity, NaN stays NaN (as convert.h). */
+typedef void (*ifa__f16_to_f32_fn)(const void *src, int64_t n, float *dst);
+typedef void (*ifa__f32_to_f16_fn)(const float *src, int64_t n, void *dst);
+
 typedef struct ifa__kernel_table {
     const char *isa; /* "ref", "avx2", "avx512" */
     ifa__qk_fn qk[IFA__KV_KIND_COUNT];
     ifa__pv_fn pv[IFA__KV_KIND_COUNT];
     ifa__softmax_fn softmax;
+    ifa__f16_to_f32_fn f16_to_f32;
+    ifa__f32_to_f16_fn f32_to_f16;
     int needs_unit_d_stride; /* 1: use the reference kernels when d_stride != 1 */
 } ifa__kernel_table;
 

@@ -79,10 +79,23 @@ static void softmax_ref(float *s, int64_t ld, int64_t G, int64_t n, float *m, fl
     }
 }
 
+static void f16_to_f32_ref(const void *src, int64_t n, float *dst) {
+    for (int64_t i = 0; i < n; i++) dst[i] = load_f16(src, i);
+}
+
+static void f32_to_f16_ref(const float *src, int64_t n, void *dst) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t h = ifa__f32_to_f16(src[i]);
+        memcpy((char *)dst + i * 2, &h, sizeof h);
+    }
+}
+
 const ifa__kernel_table ifa__kernels_ref = {
     .isa = "ref",
     .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
     .pv = {[IFA__KV_F16] = pv_f16, [IFA__KV_BF16] = pv_bf16, [IFA__KV_F32] = pv_f32, [IFA__KV_I8] = pv_i8},
     .softmax = softmax_ref,
+    .f16_to_f32 = f16_to_f32_ref,
+    .f32_to_f16 = f32_to_f16_ref,
     .needs_unit_d_stride = 0,
 };

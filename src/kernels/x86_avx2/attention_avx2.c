@@ -302,10 +302,37 @@ static void softmax_avx2(float *s, int64_t ld, int64_t G, int64_t n, float *m, f
     }
 }
 
+/* ---- float16 rows ------------------------------------------------------------------------- */
+
+static void f16_to_f32_avx2(const void *src, int64_t n, float *dst) {
+    const char *s = (const char *)src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + 2 * i))));
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, sizeof h);
+        dst[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+    }
+}
+
+/* VCVTPS2PH with the round-to-nearest-even immediate: the same result as ifa__f32_to_f16. */
+static void f32_to_f16_avx2(const float *src, int64_t n, void *dst) {
+    char *d = (char *)dst;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(d + 2 * i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) {
+        const uint16_t h = (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(src[i]), _MM_FROUND_TO_NEAREST_INT), 0);
+        memcpy(d + 2 * i, &h, sizeof h);
+    }
+}
+
 const ifa__kernel_table ifa__kernels_avx2 = {
     .isa = "avx2",
     .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
     .pv = {[IFA__KV_F16] = pv_f16, [IFA__KV_BF16] = pv_bf16, [IFA__KV_F32] = pv_f32, [IFA__KV_I8] = pv_i8},
     .softmax = softmax_avx2,
+    .f16_to_f32 = f16_to_f32_avx2,
+    .f32_to_f16 = f32_to_f16_avx2,
     .needs_unit_d_stride = 1,
 };

@@ -308,10 +308,32 @@ static void softmax_avx512(float *s, int64_t ld, int64_t G, int64_t n, float *m,
     }
 }
 
+/* ---- float16 rows ------------------------------------------------------------------------- */
+
+static void f16_to_f32_avx512(const void *src, int64_t n, float *dst) {
+    const char *s = (const char *)src;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
+        _mm512_mask_storeu_ps(dst + i, k, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, s + 2 * i)));
+    }
+}
+
+/* VCVTPS2PH with the round-to-nearest-even immediate: the same result as ifa__f32_to_f16. */
+static void f32_to_f16_avx512(const float *src, int64_t n, void *dst) {
+    char *d = (char *)dst;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
+        const __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(k, src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm256_mask_storeu_epi16(d + 2 * i, k, h);
+    }
+}
+
 const ifa__kernel_table ifa__kernels_avx512 = {
     .isa = "avx512",
     .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
     .pv = {[IFA__KV_F16] = pv_f16, [IFA__KV_BF16] = pv_bf16, [IFA__KV_F32] = pv_f32, [IFA__KV_I8] = pv_i8},
     .softmax = softmax_avx512,
+    .f16_to_f32 = f16_to_f32_avx512,
+    .f32_to_f16 = f32_to_f16_avx512,
     .needs_unit_d_stride = 1,
 };

@@ -1,0 +1,776 @@
+#!/usr/bin/env python3
+"""Benchmark of custom_ops.incre_flash_attention_v5 against torch, on real model shapes.
+
+For every shape of the grid (model heads, batch B, KV length L, block size, KV dtype, dense or sparse
+page selection) the script times, in the same run and with their repetitions interleaved:
+
+  ifa            custom_ops.incre_flash_attention_v5 on the paged KV cache (block_table, and for
+                 sparse shapes block_position in the form of SPEC.md 4.4);
+  torch gather   torch doing the same job: gather the pages the heads attend to from the same paged
+                 cache into contiguous K/V (index_select; per-head advanced indexing when sparse),
+                 dequantise int8, then scaled_dot_product_attention with GQA;
+  torch contig   scaled_dot_product_attention on K/V that are already contiguous (the gather done
+                 beforehand, outside the timing): the best case of torch.
+
+and reports the best time of each, the GB/s of KV read (bytes of the tokens attended to, in the KV
+dtype), the fraction of the read bandwidth measured in the same run, the fraction of the roofline,
+and the speed-ups over torch. It also measures the fixed cost of one Python call (L=16), checks the
+goals of the issue and can write JSON (--json) and a PNG plot (--plot).
+
+The read bandwidth and the peak multiply-add rates come from the C probe (`ifa_bench
+--bandwidth-only`, see bench/bandwidth.c), run before and after the shapes; without the binary, a
+torch sum over 1 GiB stands in for the bandwidth and the figures of shared/MACHINE.md for the rates.
+
+GQA in torch: by default the G query heads of a KV head are folded into the query-length dimension,
+(B, N, 1, D) -> (B, KVN, G, D), which is exact (no mask) and several times faster on the CPU than
+enable_gqa=True in torch 2.13; --torch-gqa enable_gqa measures the latter instead.
+
+Cold cache: as in ifa_bench, successive repetitions rotate over copies of the cache that together
+exceed the last-level cache many times, so that every call reads its KV from memory (--warm turns
+this off).
+
+Usage:
+  python bench/bench.py --quick                 # < 3 minutes
+  python bench/bench.py --json docs/bench.json --plot docs/bench.png     # the default grid
+  python bench/bench.py --model llama3-8b --dtype int8 --len 32768       # a filtered grid
+"""
+
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import custom_ops
+
+# ---- Shapes ------------------------------------------------------------------------------------
+
+# name: (num_heads N, key_num_heads KVN, head size D)
+MODELS = {
+    "llama3-8b": (32, 8, 128),
+    "qwen2.5-7b": (28, 4, 128),
+    "llama3-70b": (64, 8, 128),
+}
+DTYPES = {
+    # name: (KV dtype, query dtype, bytes per KV element)
+    "fp16": (torch.float16, torch.float16, 2),
+    "bf16": (torch.bfloat16, torch.bfloat16, 2),
+    "int8": (torch.int8, torch.float16, 1),
+}
+SPARSITY = {"dense": 1, "1/8": 8, "1/32": 32}
+K4, K32 = 4096, 32768
+M8B, MQW, M70B = "llama3-8b", "qwen2.5-7b", "llama3-70b"
+
+# A grid is a union of cartesian products: (models, batches, lengths, block sizes, dtypes, sparsity).
+# The same grids as bench/bench_ifa.c.
+GRIDS = {
+    # One model at B=1 over every axis, plus a few points of the others.
+    "quick": [
+        ([M8B], [1], [512, K4, K32], [128], ["fp16", "bf16", "int8"], ["dense"]),
+        ([M8B], [4], [K4], [128], ["fp16"], ["dense"]),
+        ([MQW, M70B], [1], [K4], [128], ["fp16"], ["dense"]),
+        ([M8B], [1], [K4, K32], [16], ["fp16"], ["dense"]),
+        ([M8B], [1], [K32], [16, 128], ["fp16"], ["1/8", "1/32"]),
+    ],
+    # Every model, batch and length for fp16 at block size 128; bf16, int8, block size 16 and the
+    # sparse selections on Llama-3-8B.
+    "default": [
+        ([M8B, MQW, M70B], [1, 4, 16], [512, K4, K32], [128], ["fp16"], ["dense"]),
+        ([M8B], [1, 4, 16], [512, K4, K32], [128], ["bf16", "int8"], ["dense"]),
+        ([M8B], [1, 4, 16], [512, K4, K32], [16], ["fp16"], ["dense"]),
+        ([M8B], [4], [K4, K32], [16], ["bf16", "int8"], ["dense"]),
+        ([M8B], [1, 4, 16], [K32], [16, 128], ["fp16"], ["1/8", "1/32"]),
+        ([M8B], [4], [K4, K32], [16, 128], ["bf16", "int8"], ["1/8", "1/32"]),
+    ],
+    # Every combination of the issue's axes: 486 shapes, hours with torch.
+    "all": [
+        ([M8B, MQW, M70B], [1, 4, 16], [512, K4, K32], [16, 128], ["fp16", "bf16", "int8"],
+         ["dense", "1/8", "1/32"]),
+    ],
+}
+
+
+def expand_grid(name, args):
+    """The shapes of grid `name` that pass the command-line filters, without duplicates."""
+    shapes, seen = [], set()
+    for block in GRIDS[name]:
+        for s in itertools.product(*block):
+            keep = all(f is None or v in f for v, f in zip(
+                s, (args.model, args.batch, args.len, args.block_size, args.dtype, args.sparsity)))
+            if keep and s not in seen:
+                seen.add(s)
+                shapes.append(s)
+    return shapes
+
+
+# ---- Machine probes ----------------------------------------------------------------------------
+
+def find_ifa_bench(explicit):
+    """The ifa_bench binary: --bench-bin, $IFA_BENCH, or a build folder of the repository."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    candidates = [explicit, os.environ.get("IFA_BENCH")]
+    for build in ("build", "build/release", "build-release", "build/bench"):
+        candidates.append(os.path.join(root, build, "bench", "ifa_bench"))
+    candidates.append(shutil.which("ifa_bench"))
+    for c in candidates:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def probe_machine(binary, threads, bw_mib, bw_reps):
+    """Read bandwidth (GB/s, 1 and T threads) and peak multiply-add rates, from the C probe."""
+    if binary is not None:
+        cmd = [binary, "--bandwidth-only", "--threads", str(threads), "--bw-mib", str(bw_mib),
+               "--bw-reps", str(bw_reps), "--json", "-"]
+        try:
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            m = json.loads(out)["machine"]
+            m["probe"] = "ifa_bench"
+            return m
+        except (subprocess.CalledProcessError, ValueError, KeyError) as e:
+            print(f"# ifa_bench --bandwidth-only failed ({e}); using the torch probe", file=sys.stderr)
+    return torch_probe(threads, bw_mib, bw_reps)
+
+
+def torch_probe(threads, bw_mib, bw_reps):
+    """Fallback: a torch sum over a large int64 tensor, and the rates of shared/MACHINE.md."""
+    x = torch.ones(bw_mib * (1 << 20) // 8, dtype=torch.int64)
+    res = {}
+    for t in sorted({1, threads}):
+        torch.set_num_threads(t)
+        x.sum()
+        best = min(timed(lambda: x.sum()) for _ in range(bw_reps))
+        res[t] = x.numel() * 8 / best / 1e9
+    torch.set_num_threads(threads)
+    per_core = 3.6  # 16-wide float32 FMAs per ns per core, shared/MACHINE.md (not measured here)
+    rate = lambda k, macs: {"instruction": k, "macs_per_instruction": macs,
+                            "instr_per_ns_core": per_core, "macs_per_ns": per_core * threads * macs}
+    return {
+        "probe": "torch (ifa_bench not found; multiply-add rates assumed, not measured)",
+        "cpu": platform.processor() or platform.machine(),
+        "threads": threads,
+        "bandwidth_gbps_1_thread": res[1],
+        "bandwidth_gbps": res[threads],
+        "mac_rates": {"fma_f32": rate("vfmadd231ps zmm (assumed)", 16),
+                      "dpbf16": rate("vdpbf16ps zmm (assumed)", 32),
+                      "dpbusd": rate("vpdpbusd zmm (assumed)", 64)},
+    }
+
+
+def mac_rate(machine, dtype):
+    """Peak multiply-adds per ns of the instruction a KV dtype needs (fp16: float32 FMA after
+    conversion; bf16: VDPBF16PS; int8: VPDPBUSD), falling back to the float32 FMA."""
+    rates = machine["mac_rates"]
+    key = {"fp16": "fma_f32", "bf16": "dpbf16", "int8": "dpbusd"}[dtype]
+    r = rates.get(key) or rates.get("fma_f32")
+    return (r["macs_per_ns"], r["instruction"]) if r else (0.0, "none")
+
+
+# ---- Timing helpers ----------------------------------------------------------------------------
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ---- One shape ---------------------------------------------------------------------------------
+
+def fill_random(t, gen):
+    """Fills a large tensor quickly: a random 8 MiB chunk, repeated. The contents only have to be
+    ordinary numbers; memory speed does not depend on them."""
+    flat = t.view(-1)
+    n = min(flat.numel(), (8 << 20) // t.element_size())
+    if t.dtype == torch.int8:
+        chunk = torch.randint(-128, 128, (n,), dtype=torch.int8, generator=gen)
+    else:
+        chunk = (torch.rand(n, generator=gen) * 2 - 1).to(t.dtype)
+    for i in range(0, flat.numel(), n):
+        m = min(n, flat.numel() - i)
+        flat[i:i + m].copy_(chunk[:m])
+
+
+class Case:
+    """Buffers and callables of one shape: the paged cache (with copies to rotate over), the
+    block tables and selections, and the three timed jobs."""
+
+    def __init__(self, shape, args):
+        model, B, L, bs, dt, sp = shape
+        N, KVN, D = MODELS[model]
+        kv_dtype, q_dtype, es = DTYPES[dt]
+        den = SPARSITY[sp]
+        G = N // KVN
+        M = -(-L // bs)
+        k = M if den == 1 else max(1, M // den)
+        self.shape, self.den, self.k, self.M = shape, den, k, M
+        self.B, self.N, self.KVN, self.D, self.G, self.bs = B, N, KVN, D, G, bs
+        self.dt, self.q_dtype = dt, q_dtype
+        self.tokens = L if den == 1 else k * bs
+        self.kv_bytes = B * KVN * self.tokens * D * 2 * es
+        self.macs = B * KVN * self.tokens * 2 * G * D
+        copy_bytes = B * M * bs * KVN * D * 2 * es
+        if args.warm:
+            n_tables = n_rot = 1
+        else:
+            n_tables = min(64, max(1, math.ceil(args.cold_mib * (1 << 20) / copy_bytes)))
+            n_rot = n_tables if den == 1 else min(64, max(n_tables, math.ceil(
+                args.cold_mib * (1 << 20) / self.kv_bytes)))
+        self.n_tables, self.n_rot = n_tables, n_rot
+        # torch's contiguous copies (and the gather's output) come on top of the paged pool.
+        self.pool_bytes = copy_bytes * n_tables + 2 * self.kv_bytes * (n_rot if n_rot > 1 else 1)
+        if self.pool_bytes > args.max_cache_gib * (1 << 30):
+            raise MemoryError(f"skipped: the buffers would take {self.pool_bytes / (1 << 30):.2f} GiB "
+                              f"(limit {args.max_cache_gib} GiB)")
+        gen = torch.Generator().manual_seed(1234 + B * 7 + L)
+
+        nb = B * M * n_tables
+        if args.bnsd:
+            cache_shape, self.layout = (nb, KVN, bs, D), "BNSD"
+            self.q = (torch.rand(B, N, 1, D, generator=gen) * 2 - 1).to(q_dtype)
+        else:
+            cache_shape, self.layout = (nb, bs, KVN * D), "BSH"
+            self.q = (torch.rand(B, 1, N * D, generator=gen) * 2 - 1).to(q_dtype)
+        self.kc = torch.empty(cache_shape, dtype=kv_dtype)
+        self.vc = torch.empty(cache_shape, dtype=kv_dtype)
+        fill_random(self.kc, gen)
+        fill_random(self.vc, gen)
+        self.scale = 1.0 / math.sqrt(D)
+
+        # Block tables: copy t owns blocks [t*B*M, (t+1)*B*M), shuffled.
+        self.tables = []
+        for t in range(n_tables):
+            perm = torch.randperm(B * M, generator=gen, dtype=torch.int64) + t * B * M
+            self.tables.append(perm.to(torch.int32).view(B, M).contiguous())
+        # Selections (sparse): per (b, h), k random pages in ascending order, then the sentinel.
+        self.positions = []
+        if den > 1:
+            for _ in range(n_rot):
+                keys = torch.rand(B, KVN, M, generator=gen)
+                sel = keys.argsort(dim=-1)[..., :k].sort(dim=-1).values.to(torch.int32)
+                bp = torch.full((B, KVN, M), custom_ops.BLOCK_UNSELECTED, dtype=torch.int32)
+                bp[..., :k] = sel
+                self.positions.append(bp.contiguous())
+        self.seq_lens = torch.full((B,), self.tokens, dtype=torch.int64)
+
+        # int8 KV: per-channel scale and offset (key at index 0, value at 1), in the query dtype.
+        self.aq_scale = self.aq_offset = None
+        if dt == "int8":
+            self.aq_scale = (0.004 + 0.004 * torch.rand(2, KVN * D, generator=gen)).to(q_dtype)
+            self.aq_offset = (torch.rand(2, KVN * D, generator=gen) * 4 - 2).to(q_dtype)
+            # The same parameters broadcast over (B, KVN, S, D) for torch's dequantisation.
+            self.t_scale = self.aq_scale.view(2, 1, KVN, 1, D)
+            self.t_offset = self.aq_offset.view(2, 1, KVN, 1, D)
+
+        self.torch_gqa = args.torch_gqa
+        # torch's contiguous K/V, one pair per rotation (made with the gather, untimed).
+        self.contig = [self.gather(r) for r in range(n_rot if n_rot > 1 else 1)]
+
+    def rotation(self, r):
+        r %= self.n_rot
+        return self.tables[r % self.n_tables], (self.positions[r] if self.positions else None), r
+
+    # -- ifa
+    def run_ifa(self, r):
+        table, pos, _ = self.rotation(r)
+        return custom_ops.incre_flash_attention_v5(
+            self.q, self.kc, self.vc, actual_seq_lengths=self.seq_lens,
+            antiquant_scale=self.aq_scale, antiquant_offset=self.aq_offset, block_table=table,
+            block_position=pos, num_heads=self.N, scale_value=self.scale, layout=self.layout,
+            key_num_heads=self.KVN, block_size=self.bs)
+
+    # -- torch
+    def gather(self, r):
+        """K and V of rotation r as contiguous (B, KVN, tokens, D) tensors in the KV dtype."""
+        table, pos, _ = self.rotation(r)
+        B, KVN, D, bs, M = self.B, self.KVN, self.D, self.bs, self.M
+        out = []
+        for cache in (self.kc, self.vc):
+            if pos is None:
+                g = cache.index_select(0, table.view(-1))
+                if self.layout == "BSH":  # (B*M, bs, KVN*D) -> (B, KVN, M*bs, D)
+                    g = g.view(B, M * bs, KVN, D).transpose(1, 2)
+                else:  # (B*M, KVN, bs, D) -> (B, KVN, M*bs, D)
+                    g = g.view(B, M, KVN, bs, D).transpose(1, 2)
+                g = g.reshape(B, KVN, M * bs, D)
+            else:
+                # Physical block of each selected page, then one advanced-indexing gather that
+                # takes head h's rows of those blocks: (B, KVN, k, bs, D).
+                sel = pos[..., :self.k].reshape(B, -1).long()
+                blk = table.long().gather(1, sel).view(B, KVN, self.k)
+                heads = torch.arange(KVN).view(1, KVN, 1)
+                if self.layout == "BSH":
+                    g = cache.view(-1, bs, KVN, D)[blk, :, heads]
+                else:
+                    g = cache[blk, heads]
+                g = g.reshape(B, KVN, self.k * bs, D)
+            out.append(g.contiguous())
+        return out
+
+    def sdpa(self, k, v):
+        if self.dt == "int8":
+            k = (k.to(self.q_dtype) + self.t_offset[0]) * self.t_scale[0]
+            v = (v.to(self.q_dtype) + self.t_offset[1]) * self.t_scale[1]
+        B, N, KVN, G, D = self.B, self.N, self.KVN, self.G, self.D
+        q = self.q.view(B, N, D)  # (B, 1, N*D) and (B, N, 1, D) hold the same numbers
+        if self.torch_gqa == "fold":
+            o = F.scaled_dot_product_attention(q.view(B, KVN, G, D), k, v, scale=self.scale)
+        else:
+            o = F.scaled_dot_product_attention(q.view(B, N, 1, D), k, v, scale=self.scale,
+                                               enable_gqa=True)
+        return o.reshape(self.q.shape)
+
+    def run_torch_gather(self, r):
+        k, v = self.gather(r)
+        return self.sdpa(k, v)
+
+    def run_torch_contig(self, r):
+        k, v = self.contig[r % len(self.contig)]
+        return self.sdpa(k, v)
+
+
+def measure(case, args, with_torch):
+    """Interleaved repetitions of the jobs; best and median time of each, in seconds."""
+    jobs = [("ifa", case.run_ifa)]
+    if with_torch:
+        jobs += [("torch_gather", case.run_torch_gather), ("torch_contig", case.run_torch_contig)]
+    times = {name: [] for name, _ in jobs}
+    for name, fn in jobs:  # warm-up: one call of each
+        fn(0)
+    start, rep = time.perf_counter(), 0
+    while rep < args.max_reps:
+        for name, fn in jobs:
+            times[name].append(timed(lambda: fn(rep + 1)))
+        rep += 1
+        if rep >= args.min_reps and time.perf_counter() - start > args.budget:
+            break
+    res = {}
+    for name, t in times.items():
+        t.sort()
+        res[name] = (t[0], t[len(t) // 2], len(t))
+    return res
+
+
+def check(case):
+    """Largest difference between ifa and torch on one rotation (both do the same job)."""
+    a = case.run_ifa(0).float()
+    b = case.run_torch_contig(0).float()
+    return float((a - b).abs().max())
+
+
+def fixed_cost(calls):
+    """Best and median time of one Python call at L=16 (one page of 16 fp16 tokens, B=1,
+    Llama-3-8B heads, warm), in microseconds; every call timed alone."""
+    N, KVN, D = MODELS[M8B]
+    q = torch.randn(1, 1, N * D, dtype=torch.float16)
+    kc = torch.randn(1, 16, KVN * D, dtype=torch.float16)
+    vc = torch.randn(1, 16, KVN * D, dtype=torch.float16)
+    table = torch.zeros(1, 1, dtype=torch.int32)
+    lens = torch.tensor([16], dtype=torch.int64)
+    f = custom_ops.incre_flash_attention_v5
+    scale = 1.0 / math.sqrt(D)
+    pc = time.perf_counter_ns
+    t = []
+    for i in range(calls + 50):
+        t0 = pc()
+        f(q, kc, vc, actual_seq_lengths=lens, block_table=table, num_heads=N, scale_value=scale,
+          key_num_heads=KVN, block_size=16)
+        t.append(pc() - t0)
+    t = sorted(t[50:])
+    return t[0] / 1e3, t[len(t) // 2] / 1e3
+
+
+# ---- Goals of the issue ------------------------------------------------------------------------
+
+def goals(results, fixed_us):
+    ok = [r for r in results if r.get("ok")]
+    out = []
+
+    def add(name, target, values, cmp):
+        """values: list of (label, value); the goal is met when every value meets the target."""
+        if not values:
+            out.append({"goal": name, "target": f"{cmp} {target}", "shapes": 0, "met": None})
+            return
+        vals = [v for _, v in values]
+        worst = min(vals) if cmp == ">=" else max(vals)
+        srt = sorted(vals)
+        met = sum(1 for v in vals if (v >= target if cmp == ">=" else v <= target))
+        out.append({"goal": name, "target": f"{cmp} {target}", "shapes": len(vals), "shapes_met": met,
+                    "worst": round(worst, 4), "median": round(srt[len(srt) // 2], 4),
+                    "worst_shape": next(l for l, v in values if v == worst),
+                    "met": met == len(vals)})
+
+    lab = lambda r: (f"{r['model']} B={r['batch']} L={r['seq_len']} bs={r['block_size']} "
+                     f"{r['kv_dtype']} {r['sparsity']}")
+    # int8 has its own goal (bandwidth counting int8 bytes) just below.
+    add("fp16/bf16 KV, dense, L >= 4K, block size 128: fraction of roofline", 0.80,
+        [(lab(r), r["roofline_fraction"]) for r in ok
+         if r["sparsity"] == "dense" and r["seq_len"] >= K4 and r["block_size"] == 128
+         and r["dtype_short"] != "int8"], ">=")
+    add("int8 KV, dense, L >= 4K: fraction of bandwidth (int8 bytes)", 0.70,
+        [(lab(r), r["bw_fraction"]) for r in ok
+         if r["kv_dtype"] == "int8" and r["sparsity"] == "dense" and r["seq_len"] >= K4], ">=")
+    add("block size 16, fp16/bf16 KV, dense, L >= 4K: fraction of roofline", 0.70,
+        [(lab(r), r["roofline_fraction"]) for r in ok
+         if r["block_size"] == 16 and r["sparsity"] == "dense" and r["seq_len"] >= K4
+         and r["dtype_short"] != "int8"], ">=")
+    add("speed-up over torch gather + SDPA", 3.0,
+        [(lab(r), r["speedup_vs_torch_gather"]) for r in ok if "speedup_vs_torch_gather" in r], ">=")
+    add("speed-up over torch SDPA on contiguous KV", 1.5,
+        [(lab(r), r["speedup_vs_torch_contig"]) for r in ok if "speedup_vs_torch_contig" in r], ">=")
+    dense = {(r["model"], r["batch"], r["seq_len"], r["block_size"], r["kv_dtype"]): r for r in ok
+             if r["sparsity"] == "dense"}
+    sp = []
+    for r in ok:
+        if r["sparsity"] == "1/8" and r["seq_len"] == K32:
+            d = dense.get((r["model"], r["batch"], r["seq_len"], r["block_size"], r["kv_dtype"]))
+            if d:
+                sp.append((lab(r), d["time_s"] / r["time_s"]))
+    add("sparse 1/8 at L=32K: speed-up over dense", 6.0, sp, ">=")
+    if fixed_us is not None:
+        out.append({"goal": "fixed cost of one Python call (L=16), us", "target": "<= 15",
+                    "shapes": 1, "worst": round(fixed_us, 3), "met": fixed_us <= 15.0})
+    add("B=1, L=512: time / bandwidth time", 2.0,
+        [(lab(r), r["time_s"] / r["bw_time_s"]) for r in ok
+         if r["batch"] == 1 and r["seq_len"] == 512 and r["sparsity"] == "dense"], "<=")
+    return out
+
+
+# ---- Output ------------------------------------------------------------------------------------
+
+def roofline(r, machine):
+    """Adds GB/s, the fractions of bandwidth and roofline to a result (in place)."""
+    bw = machine["bandwidth_gbps_used"]
+    rate, instr = mac_rate(machine, r["dtype_short"])
+    r["bw_time_s"] = r["kv_bytes"] / (bw * 1e9)
+    r["compute_time_s"] = r["macs"] / (rate * 1e9) if rate > 0 else 0.0
+    r["roofline_s"] = max(r["bw_time_s"], r["compute_time_s"])
+    r["bound"] = "memory" if r["bw_time_s"] >= r["compute_time_s"] else "compute"
+    r["mac_instruction"] = instr
+    r["gbps"] = r["kv_bytes"] / r["time_s"] / 1e9
+    r["bw_fraction"] = r["gbps"] / bw
+    r["roofline_fraction"] = r["roofline_s"] / r["time_s"]
+    for k in ("torch_gather", "torch_contig"):
+        if k + "_s" in r:
+            r[k + "_gbps"] = r["kv_bytes"] / r[k + "_s"] / 1e9
+            r["speedup_vs_" + k] = r[k + "_s"] / r["time_s"]
+
+
+HEADER = (f"{'model':<11} {'B':>3} {'L':>6} {'bs':>4} {'kv':<5} {'sparse':<6} {'KV MiB':>8} "
+          f"{'ifa ms':>9} {'GB/s':>6} {'bw':>5} {'roof':>5} {'gather ms':>10} {'x':>6} "
+          f"{'contig ms':>10} {'x':>6} {'err':>8}")
+
+
+def line(r):
+    head = (f"{r['model']:<11} {r['batch']:>3} {r['seq_len']:>6} {r['block_size']:>4} "
+            f"{r['dtype_short']:<5} {r['sparsity']:<6} ")
+    if not r.get("ok"):
+        return head + r.get("error", "failed")
+    s = (f"{r['kv_bytes'] / 2**20:>8.1f} {r['time_s'] * 1e3:>9.3f} {r['gbps']:>6.2f} "
+         f"{r['bw_fraction']:>5.2f} {r['roofline_fraction']:>5.2f} ")
+    if "torch_gather_s" in r:
+        s += (f"{r['torch_gather_s'] * 1e3:>10.3f} {r['speedup_vs_torch_gather']:>6.2f} "
+              f"{r['torch_contig_s'] * 1e3:>10.3f} {r['speedup_vs_torch_contig']:>6.2f} "
+              f"{r.get('max_abs_diff_vs_torch', float('nan')):>8.1e}")
+    return head + s
+
+
+def plot(data, path):
+    """GB/s of KV read against L, one panel per KV dtype: ifa per batch size, torch's two ways
+    (largest batch), the measured read bandwidth and the roofline of the shape."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("# --plot needs matplotlib: pip install matplotlib", file=sys.stderr)
+        return False
+    ok = [r for r in data["results"] if r.get("ok") and r["sparsity"] == "dense"
+          and r["block_size"] == 128 and r["model"] == M8B]
+    dtypes = [d for d in ("fp16", "bf16", "int8") if any(r["dtype_short"] == d for r in ok)]
+    if not dtypes:
+        print("# --plot: no dense llama3-8b shape with block size 128 to draw", file=sys.stderr)
+        return False
+    m = data["machine"]
+    fig, axes = plt.subplots(1, len(dtypes), figsize=(5.2 * len(dtypes), 4.4), sharey=True,
+                             squeeze=False)
+    colors = {1: "tab:blue", 4: "tab:green", 16: "tab:purple"}
+    for ax, dt in zip(axes[0], dtypes):
+        rs = [r for r in ok if r["dtype_short"] == dt]
+        batches = sorted({r["batch"] for r in rs})
+        # torch and the roofline are drawn for the batch with the most lengths (ties: largest B).
+        ref = max(batches, key=lambda b: (sum(r["batch"] == b for r in rs), b))
+        for b in batches:
+            pts = sorted(((r["seq_len"], r) for r in rs if r["batch"] == b), key=lambda p: p[0])
+            xs = [p[0] for p in pts]
+            ax.plot(xs, [p[1]["gbps"] for p in pts], "o-", color=colors.get(b, None),
+                    label=f"ifa B={b}")
+            if b == ref:
+                ax.plot(xs, [p[1]["kv_bytes"] / p[1]["roofline_s"] / 1e9 for p in pts], ":",
+                        color="gray", lw=2, label=f"roofline B={b}")
+                if "torch_gather_gbps" in pts[0][1]:
+                    ax.plot(xs, [p[1]["torch_gather_gbps"] for p in pts], "s--", color="tab:red",
+                            label=f"torch gather+SDPA B={b}")
+                    ax.plot(xs, [p[1]["torch_contig_gbps"] for p in pts], "^--",
+                            color="tab:orange", label=f"torch SDPA contiguous B={b}")
+        ax.axhline(m["bandwidth_gbps_used"], color="black", lw=1,
+                   label=f"read bandwidth {m['bandwidth_gbps_used']:.1f} GB/s")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("KV length L (tokens)")
+        ax.set_title(f"{M8B}, {dt} KV, block size 128")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="center left")
+    axes[0][0].set_ylabel("GB/s of KV read")
+    fig.suptitle(f"IFA-V5 decode attention, {data['machine']['cpu']}, isa {data['isa']}, "
+                 f"{data['threads']} threads ({data['date']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def markdown(data):
+    """The figures of a JSON file as a Markdown report (for docs/benchmarks.md)."""
+    m = data["machine"]
+    out = [f"Measured {data['date']} by `bench.py --grid {data['grid']}`: {m['cpu']}, isa "
+           f"**{data['isa']}**, {data['threads']} threads, {data['cache']} cache, torch "
+           f"{data['versions']['torch']} (GQA: {data['torch_gqa']}). Read bandwidth "
+           f"{m.get('bandwidth_gbps_start', m['bandwidth_gbps']):.1f} GB/s before the shapes and "
+           f"{m.get('bandwidth_gbps_end', m['bandwidth_gbps']):.1f} after; fractions divide by "
+           f"{m['bandwidth_gbps_used']:.1f}. Fixed cost of one Python call (L=16): best "
+           f"{data['fixed_cost_us']['best']:.1f} µs.", ""]
+    out.append("| model | B | L | bs | KV | sparse | KV MiB | ifa ms | GB/s | bw | roof | "
+               "gather+SDPA ms | x | SDPA contig ms | x |")
+    out.append("|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in data["results"]:
+        if not r.get("ok"):
+            out.append(f"| {r['model']} | {r['batch']} | {r['seq_len']} | {r['block_size']} | "
+                       f"{r['dtype_short']} | {r['sparsity']} | {r.get('error', 'failed')} |"
+                       + " |" * 8)
+            continue
+        t = ""
+        if "torch_gather_s" in r:
+            t = (f"{r['torch_gather_s'] * 1e3:.3f} | {r['speedup_vs_torch_gather']:.2f} | "
+                 f"{r['torch_contig_s'] * 1e3:.3f} | {r['speedup_vs_torch_contig']:.2f} |")
+        else:
+            t = " | | | |"
+        out.append(f"| {r['model']} | {r['batch']} | {r['seq_len']} | {r['block_size']} | "
+                   f"{r['dtype_short']} | {r['sparsity']} | {r['kv_bytes'] / 2**20:.1f} | "
+                   f"{r['time_s'] * 1e3:.3f} | {r['gbps']:.2f} | {r['bw_fraction']:.2f} | "
+                   f"{r['roofline_fraction']:.2f} | {t}")
+    out += ["", "| goal | target | met | worst | median | shapes met |", "|---|---|---|---:|---:|---:|"]
+    for g in data["goals"]:
+        met = {True: "yes", False: "**no**", None: "no shape"}[g["met"]]
+        out.append(f"| {g['goal']} | {g['target']} | {met} | {g.get('worst', '')} | "
+                   f"{g.get('median', '')} | {g.get('shapes_met', '')}"
+                   f"{'/' + str(g['shapes']) if 'shapes_met' in g else ''} |")
+    return "\n".join(out)
+
+
+# ---- Main --------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="the quick grid, under 3 minutes")
+    p.add_argument("--grid", choices=sorted(GRIDS), default=None,
+                   help="quick | default | all (default: default, or quick with --quick)")
+    csv = lambda conv: (lambda s: [conv(x) for x in s.split(",")])
+    length = lambda s: int(s[:-1]) * 1024 if s[-1] in "kK" else int(s)
+    p.add_argument("--model", type=csv(str), help="e.g. llama3-8b,qwen2.5-7b,llama3-70b")
+    p.add_argument("--batch", type=csv(int), help="e.g. 1,4,16")
+    p.add_argument("--len", type=csv(length), help="e.g. 512,4K,32K")
+    p.add_argument("--block-size", type=csv(int), help="e.g. 16,128")
+    p.add_argument("--dtype", type=csv(str), help="fp16,bf16,int8")
+    p.add_argument("--sparsity", type=csv(str), help="dense,1/8,1/32")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of ifa and torch (default: custom_ops.get_num_threads())")
+    p.add_argument("--no-torch", action="store_true", help="time ifa only")
+    p.add_argument("--torch-gqa", choices=["fold", "enable_gqa"], default="fold",
+                   help="how torch's SDPA does GQA (default: fold the G heads into the query length)")
+    p.add_argument("--min-reps", type=int, default=3)
+    p.add_argument("--max-reps", type=int, default=100)
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds of repetitions per shape beyond --min-reps (1.0; 0.3 with --quick)")
+    p.add_argument("--warm", action="store_true", help="no rotation: the KV may stay in the L3")
+    p.add_argument("--cold-mib", type=float, default=256.0,
+                   help="footprint the rotation over cache copies aims for (MiB)")
+    p.add_argument("--bnsd", action="store_true",
+                   help="4-D paged cache (num_blocks, KVN, bs, D) with layout BNSD")
+    p.add_argument("--max-cache-gib", type=float, default=8.0,
+                   help="skip shapes whose buffers (pool + torch's copies) exceed this")
+    p.add_argument("--bench-bin", help="path of ifa_bench for the bandwidth probe")
+    p.add_argument("--bw-mib", type=int, default=1024)
+    p.add_argument("--bw-reps", type=int, default=7)
+    p.add_argument("--fixed-calls", type=int, default=5000)
+    p.add_argument("--json", help="write the results here (e.g. docs/bench.json)")
+    p.add_argument("--plot", nargs="?", const="docs/bench.png", default=None,
+                   help="write a PNG plot (default path docs/bench.png)")
+    p.add_argument("--plot-from", help="only draw the plot of an existing JSON file")
+    p.add_argument("--table-from", help="only print the figures of a JSON file as Markdown")
+    args = p.parse_args(argv)
+    if args.grid is None:
+        args.grid = "quick" if args.quick else "default"
+    if args.budget is None:
+        args.budget = 0.3 if args.grid == "quick" else 1.0
+    for name, allowed in (("model", MODELS), ("dtype", DTYPES), ("sparsity", SPARSITY)):
+        for v in getattr(args, name) or []:
+            if v not in allowed:
+                p.error(f"--{name}: {v!r} is not one of {', '.join(allowed)}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.table_from:
+        with open(args.table_from) as f:
+            print(markdown(json.load(f)))
+        return 0
+    if args.plot_from:
+        with open(args.plot_from) as f:
+            data = json.load(f)
+        out = args.plot or "docs/bench.png"
+        if plot(data, out):
+            print(f"# wrote {out}")
+        return 0
+
+    if args.threads is not None:
+        custom_ops.set_num_threads(args.threads)
+    threads = custom_ops.get_num_threads()
+    torch.set_num_threads(threads)
+    shapes = expand_grid(args.grid, args)
+    if not shapes:
+        print(f"bench.py: the filters leave no shape of the {args.grid} grid", file=sys.stderr)
+        return 2
+
+    binary = find_ifa_bench(args.bench_bin)
+    machine = probe_machine(binary, threads, args.bw_mib, args.bw_reps)
+    print(f"# bench.py: custom_ops {custom_ops.__version__}, torch {torch.__version__}, "
+          f"python {platform.python_version()}")
+    print(f"# cpu: {cpu_name()}; isa: {custom_ops.isa()} (available: "
+          f"{' '.join(custom_ops.isa_available())}); threads: ifa {threads}, torch "
+          f"{torch.get_num_threads()}")
+    print(f"# read bandwidth ({machine['probe']}): {machine['bandwidth_gbps_1_thread']:.1f} GB/s "
+          f"with 1 thread, {machine['bandwidth_gbps']:.1f} GB/s with {threads}")
+    for r in machine["mac_rates"].values():
+        if r:
+            print(f"# peak {r['instruction']}: {r['macs_per_ns']:.1f} multiply-adds per ns "
+                  f"on {threads} cores")
+    print(f"# cache: {'warm' if args.warm else 'cold'}; torch GQA: {args.torch_gqa}; "
+          f"grid {args.grid}: {len(shapes)} shapes")
+
+    fixed = fixed_cost(args.fixed_calls)
+    print(f"# fixed cost of one Python call (B=1, L=16, fp16, warm): best {fixed[0]:.2f} us, "
+          f"median {fixed[1]:.2f} us")
+
+    # Provisional figures use the first bandwidth; the final table the better of first and last.
+    machine["bandwidth_gbps_used"] = machine["bandwidth_gbps"]
+    print(HEADER)
+    results = []
+    t_start = time.perf_counter()
+    for shape in shapes:
+        model, B, L, bs, dt, sp = shape
+        N, KVN, D = MODELS[model]
+        r = {"model": model, "num_heads": N, "key_num_heads": KVN, "head_dim": D, "batch": B,
+             "seq_len": L, "block_size": bs, "kv_dtype": str(DTYPES[dt][0]).replace("torch.", ""),
+             "dtype_short": dt, "sparsity": sp, "threads": threads}
+        try:
+            case = Case(shape, args)
+            r.update(kv_layout=case.layout, pages_per_seq=case.M, pages_selected=case.k,
+                     tokens_per_head=case.tokens, kv_bytes=case.kv_bytes, macs=case.macs,
+                     rotations=case.n_rot)
+            if not args.no_torch:
+                r["max_abs_diff_vs_torch"] = check(case)
+            res = measure(case, args, not args.no_torch)
+            r["time_s"], r["time_median_s"], r["reps"] = res["ifa"]
+            for k in ("torch_gather", "torch_contig"):
+                if k in res:
+                    r[k + "_s"], r[k + "_median_s"], _ = res[k]
+            r["ok"] = True
+            roofline(r, machine)
+            del case
+        except (MemoryError, RuntimeError, ValueError) as e:
+            r["ok"] = False
+            r["error"] = str(e).splitlines()[0][:200]
+        results.append(r)
+        print(line(r), flush=True)
+    elapsed = time.perf_counter() - t_start
+
+    end = probe_machine(binary, threads, args.bw_mib, args.bw_reps)
+    machine["bandwidth_gbps_start"] = machine["bandwidth_gbps"]
+    machine["bandwidth_gbps_end"] = end["bandwidth_gbps"]
+    machine["bandwidth_gbps_used"] = max(machine["bandwidth_gbps"], end["bandwidth_gbps"])
+    for r in results:
+        if r.get("ok"):
+            roofline(r, machine)
+    print(f"# read bandwidth again at the end: {end['bandwidth_gbps']:.1f} GB/s; fractions below "
+          f"divide by {machine['bandwidth_gbps_used']:.1f} GB/s; shapes took {elapsed:.0f} s")
+    print("# final figures (bw = fraction of read bandwidth, roof = fraction of roofline, "
+          "x = speed-up of ifa over that torch job, err = max |ifa - torch|)")
+    print(HEADER)
+    for r in results:
+        print(line(r))
+
+    g = goals(results, fixed[0])
+    print("# goals of the issue")
+    for x in g:
+        state = {True: "met", False: "NOT met", None: "no shape"}[x["met"]]
+        detail = ""
+        if x.get("shapes"):
+            detail = f"worst {x['worst']}"
+            if "median" in x:
+                detail += f", median {x['median']}, {x['shapes_met']}/{x['shapes']} shapes"
+            if "worst_shape" in x and not x["met"]:
+                detail += f" (worst: {x['worst_shape']})"
+        print(f"#   {x['goal']} {x['target']}: {state}; {detail}")
+
+    data = {
+        "tool": "bench.py",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "grid": args.grid,
+        "cache": "warm" if args.warm else "cold",
+        "torch_gqa": args.torch_gqa,
+        "isa": custom_ops.isa(),
+        "isa_available": list(custom_ops.isa_available()),
+        "threads": threads,
+        "versions": {"custom_ops": custom_ops.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "machine": dict(machine, cpu=cpu_name()),
+        "fixed_cost_us": {"best": fixed[0], "median": fixed[1]},
+        "elapsed_s": elapsed,
+        "goals": g,
+        "results": results,
+    }
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(data, f, indent=1)
+        print(f"# wrote {args.json}")
+    if args.plot:
+        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
+        if plot(data, args.plot):
+            print(f"# wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
