@@ -17,7 +17,9 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #define IFA__MAX_WORKERS 256
@@ -28,7 +30,7 @@ typedef struct ifa__pool {
     pthread_cond_t finished; /* an item finished or a participant left */
     pthread_mutex_t caller;  /* held by the one caller running a loop on the pool */
     int n_workers;
-    unsigned long generation;
+    atomic_ulong generation; /* written under mutex; read without it while spinning */
     /* the current job */
     ifa__parallel_fn fn;
     void *ctx;
@@ -58,14 +60,42 @@ static size_t run_items(ifa__parallel_fn fn, void *ctx, size_t n, int thread) {
     return ran;
 }
 
+/* How long a worker keeps polling for the next job before it sleeps. Decode calls come back to
+ * back (one per layer), and waking a sleeping thread costs from microseconds up to a scheduler
+ * tick on a busy machine, longer than a short call itself; polling for a while keeps the worker
+ * ready without burning a core forever between bursts. */
+#define IFA__SPIN_NS 100000
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Polls for a generation other than `seen` for up to IFA__SPIN_NS; returns whether one came. */
+static int spin_for_job(unsigned long seen) {
+    const uint64_t start = now_ns();
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&pool.generation, memory_order_acquire) != seen) return 1;
+        if ((i & 255) == 0 && now_ns() - start > IFA__SPIN_NS) return 0;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
 static void *worker_main(void *arg) {
     const int index = (int)(size_t)arg;
-    unsigned long seen = 0;
     pthread_mutex_lock(&pool.mutex);
-    seen = pool.generation;
+    unsigned long seen = atomic_load(&pool.generation);
     for (;;) {
-        while (pool.generation == seen) pthread_cond_wait(&pool.wake, &pool.mutex);
-        seen = pool.generation;
+        if (atomic_load(&pool.generation) == seen) {
+            pthread_mutex_unlock(&pool.mutex);
+            spin_for_job(seen);
+            pthread_mutex_lock(&pool.mutex);
+        }
+        while (atomic_load(&pool.generation) == seen) pthread_cond_wait(&pool.wake, &pool.mutex);
+        seen = atomic_load(&pool.generation);
         if (index >= pool.active_workers) continue;
         const ifa__parallel_fn fn = pool.fn;
         void *const ctx = pool.ctx;
@@ -123,7 +153,7 @@ void ifa__parallel_for(size_t n, ifa__parallel_fn fn, void *ctx, int max_threads
     pool.done = 0;
     pool.active_workers = workers < (int)helpers_wanted ? workers : (int)helpers_wanted;
     atomic_store_explicit(&pool.next, 0, memory_order_relaxed);
-    pool.generation++;
+    atomic_fetch_add(&pool.generation, 1);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.mutex);
 
