@@ -162,6 +162,11 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
 
 /* The rows of one (KV head, window of logical tokens): what one qk/pv call takes. Gathering
  * the rows across pages lets one kernel call cover a whole window even with small pages. */
+/* How many units ahead the kernels prefetch (see ifa__attend_tile). */
+#ifndef IFA__PREFETCH_UNITS
+#define IFA__PREFETCH_UNITS 2
+#endif
+
 typedef struct rows_unit {
     const void *k[IFA__CHUNK_ROWS];
     const void *v[IFA__CHUNK_ROWS];
@@ -187,6 +192,13 @@ static void gather_rows(const ifa__problem *pb, int64_t b, int64_t h, int64_t tw
             u->pos[u->n] = seg.pos0 + r;
         }
     }
+}
+
+/* Unit u of a tile (heads h0 .. h0+nh-1, tokens [t0, t1)): window u / nh, head u % nh. */
+static void gather_unit(const ifa__problem *pb, int64_t b, int64_t h0, int64_t nh, int64_t t0, int64_t t1,
+                        int64_t u, rows_unit *dst) {
+    const int64_t tw = t0 + (u / nh) * IFA__CHUNK_ROWS;
+    gather_rows(pb, b, h0 + u % nh, tw, ifa__min64(tw + IFA__CHUNK_ROWS, t1), dst);
 }
 
 /* Full quantisation only: the maximum score of head h over [t0, t1), one extra pass over K.
@@ -231,7 +243,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
     float *alpha = scratch + nh * per_head, *s = alpha + G;
     const int finish = needs_finish(pb);
     const ifa__kv_kind kind = kv_kind(pb->kv_dtype);
-    rows_unit units[2];
+    rows_unit units[IFA__PREFETCH_UNITS + 1];
     for (int64_t i = 0; i < nh; i++) {
         float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
         float *state = states + i * state_floats;
@@ -242,26 +254,26 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
             full_quant_max(pb, kt, b, h0 + i, t0, t1, qp, bias, qsum, s, ifa__state_m(state, G), &units[0]);
     }
     if (t1 <= t0) return;
-    /* Units in the order (window, head): in a (blocks, bs, KVN*D) cache the heads of one token sit
-     * side by side, so visiting the heads of a window together reads memory in order. While one
-     * unit computes, its kernels prefetch the next unit's rows (double buffer). */
-    int cur = 0;
-    gather_rows(pb, b, h0, t0, ifa__min64(t0 + IFA__CHUNK_ROWS, t1), &units[cur]);
-    for (int64_t tw = t0; tw < t1; tw += IFA__CHUNK_ROWS) {
-        for (int64_t i = 0; i < nh; i++) {
-            int64_t nw = tw, ni = i + 1;
-            if (ni == nh) {
-                ni = 0;
-                nw = tw + IFA__CHUNK_ROWS;
-            }
-            const int has_next = nw < t1;
-            if (has_next) gather_rows(pb, b, h0 + ni, nw, ifa__min64(nw + IFA__CHUNK_ROWS, t1), &units[1 - cur]);
-            const float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
-            if (units[cur].n > 0)
-                attend_unit(pb, kt, kind, finish, b, h0 + i, &units[cur], has_next ? &units[1 - cur] : NULL, qp,
-                            bias, qsum, s, alpha, states + i * state_floats);
-            cur = 1 - cur;
+    /* Units u = 0, 1, ... in the order (window, head): in a (blocks, bs, KVN*D) cache the heads of
+     * one token sit side by side, so visiting the heads of a window together reads memory in
+     * order. While unit u computes, its kernels prefetch the rows of unit u + IFA__PREFETCH_UNITS,
+     * gathered into a ring of IFA__PREFETCH_UNITS + 1 units. */
+    const int64_t ring = IFA__PREFETCH_UNITS + 1;
+    const int64_t windows = ifa__ceil_div(t1 - t0, IFA__CHUNK_ROWS), total = windows * nh;
+    for (int64_t u = 0; u < total && u < IFA__PREFETCH_UNITS; u++) gather_unit(pb, b, h0, nh, t0, t1, u, &units[u]);
+    for (int64_t u = 0; u < total; u++) {
+        const int64_t ahead = u + IFA__PREFETCH_UNITS;
+        const rows_unit *next = NULL;
+        if (ahead < total) {
+            gather_unit(pb, b, h0, nh, t0, t1, ahead, &units[ahead % ring]);
+            next = &units[ahead % ring];
         }
+        const rows_unit *cur = &units[u % ring];
+        const int64_t i = u % nh;
+        const float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
+        if (cur->n > 0)
+            attend_unit(pb, kt, kind, finish, b, h0 + i, cur, next, qp, bias, qsum, s, alpha,
+                        states + i * state_floats);
     }
 }
 
