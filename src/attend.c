@@ -138,7 +138,9 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
     const int64_t G = pb->G, D = pb->D;
     float *m = ifa__state_m(state, G), *l = ifa__state_l(state, G), *voff = ifa__state_voff(state, G);
     kt->softmax(s, ld, G, n, m, l, alpha);
+    float *seen = ifa__state_seen(state, G);
     for (int64_t g = 0; g < G; g++) {
+        seen[g] = 1.0f;
         if (alpha[g] != 1.0f) {
             voff[g] *= alpha[g];
             float *acc = ifa__state_acc(state, G) + g * D;
@@ -293,8 +295,8 @@ void ifa__write_output(const ifa__problem *pb, const ifa__kernel_table *kt, int6
     }
     for (int64_t g = 0; g < G; g++) {
         const int64_t n = h * G + g;
-        const float l = state[G + g], voff = state[2 * G + g];
-        const float *acc = state + 3 * G + g * D;
+        const float l = state[G + g], voff = state[2 * G + g], seen = state[3 * G + g];
+        const float *acc = state + 4 * G + g * D;
         if (l > 0.0f || l != l) {
             for (int64_t d = 0; d < D; d++) o[d] = acc[d] / l;
             if (pb->full_quant)
@@ -303,6 +305,9 @@ void ifa__write_output(const ifa__problem *pb, const ifa__kernel_table *kt, int6
                 for (int64_t d = 0; d < D; d++) o[d] = sc[d] * (o[d] + off[d]);
             else if (pb->aq == IFA__AQ_PER_TOKEN)
                 for (int64_t d = 0; d < D; d++) o[d] = (acc[d] + voff) / l;
+        } else if (seen != 0.0f) {
+            /* Tokens, but every score -inf: exp(-inf - -inf) in SPEC.md 5's formula. */
+            for (int64_t d = 0; d < D; d++) o[d] = NAN;
         } else {
             for (int64_t d = 0; d < D; d++) o[d] = 0.0f; /* no token: SPEC.md 5 says the output is 0 */
         }

@@ -30,7 +30,13 @@
 /* The [outer][head][token][d] strides of a K/V tensor, for its form and the query's layout. */
 static ifa__kv_view kv_view_of(const ifa__problem *pb, const ifa_tensor *t) {
     ifa__kv_view v;
-    const int64_t *st = t->strides;
+    /* A dimension of size 1 is never stepped along: its stride (which may be anything the
+     * caller chose) is taken as 0, so that no kernel scales a huge unused stride to bytes; so
+     * are all strides of an empty tensor (a list entry with S = 0), whose extent was never
+     * bounded. */
+    int64_t st[IFA_MAX_RANK] = {0}, numel = 1;
+    for (int32_t i = 0; i < t->rank; i++) numel *= t->shape[i]; /* validated: no overflow */
+    for (int32_t i = 0; i < t->rank && numel > 0; i++) st[i] = t->shape[i] > 1 ? t->strides[i] : 0;
     v.data = (const char *)t->data;
     v.s_outer = st[0];
     const int paged = pb->form == IFA__KV_PAGED || pb->form == IFA__KV_PAGED_SPARSE;
@@ -41,7 +47,7 @@ static ifa__kv_view kv_view_of(const ifa__problem *pb, const ifa_tensor *t) {
     } else if (paged || pb->layout == IFA__LAYOUT_BSH) { /* (outer, tokens, KVN*D) */
         v.s_tok = st[1];
         v.s_d = st[2];
-        v.s_head = pb->D * st[2];
+        v.s_head = pb->KVN > 1 ? pb->D * st[2] : 0;
     } else if (pb->layout == IFA__LAYOUT_BSND) { /* (B, S, KVN, D) */
         v.s_tok = st[1];
         v.s_head = st[2];
@@ -54,9 +60,15 @@ static ifa__kv_view kv_view_of(const ifa__problem *pb, const ifa_tensor *t) {
     return v;
 }
 
+/* Left padding: whether start = S - pad - L >= 0, decided without computing S - pad - L, which
+ * overflows when pad and L are both large. */
+static int padded_fits(const ifa__problem *pb, int64_t L) {
+    return pb->pad <= pb->stored_len && L <= pb->stored_len - pb->pad;
+}
+
 int64_t ifa__kv_token_count(const ifa__problem *pb, int64_t b) {
     const int64_t L = ifa__seq_len(pb, b);
-    if (pb->form == IFA__KV_LEFT_PADDED && pb->stored_len - pb->pad - L < 0) return 0;
+    if (pb->form == IFA__KV_LEFT_PADDED && !padded_fits(pb, L)) return 0;
     return L;
 }
 
@@ -75,7 +87,10 @@ void ifa__kv_cursor_init(ifa__kv_cursor *c, const ifa__problem *pb, int64_t b, i
         c->k.s_outer = 0;
         c->v.s_outer = 0;
     }
-    if (pb->form == IFA__KV_LEFT_PADDED) c->row0 = pb->stored_len - pb->pad - ifa__seq_len(pb, b);
+    if (pb->form == IFA__KV_LEFT_PADDED) {
+        const int64_t L = ifa__seq_len(pb, b);
+        c->row0 = padded_fits(pb, L) ? pb->stored_len - pb->pad - L : 0; /* no tokens otherwise */
+    }
 }
 
 static const char *row_at(const ifa__kv_view *v, int64_t outer, int64_t h, int64_t row, int64_t es) {

@@ -12,10 +12,12 @@
  *
  * Memory layout of one state, in floats:
  *
- *     [ m[0..G) | l[0..G) | voff[0..G) | acc[0..G*D) ]
+ *     [ m[0..G) | l[0..G) | voff[0..G) | seen[0..G) | acc[0..G*D) ]
  *
  * voff is the per-token antiquant value-offset term (sum_t p_t * scale_t * offset_t), which
- * scales with the state like l.
+ * scales with the state like l. seen is 1 once the head has had a token at all: a head whose
+ * every score is -inf ends with l == 0 like a head without tokens, but SPEC.md 5's formula gives
+ * it exp(-inf - -inf) = NaN, not 0.
  */
 #ifndef IFA_SOFTMAX_STATE_H
 #define IFA_SOFTMAX_STATE_H
@@ -23,18 +25,20 @@
 #include <math.h>
 #include <stdint.h>
 
-static inline int64_t ifa__state_floats(int64_t G, int64_t D) { return 3 * G + G * D; }
+static inline int64_t ifa__state_floats(int64_t G, int64_t D) { return 4 * G + G * D; }
 
 static inline float *ifa__state_m(float *st, int64_t G) { (void)G; return st; }
 static inline float *ifa__state_l(float *st, int64_t G) { return st + G; }
 static inline float *ifa__state_voff(float *st, int64_t G) { return st + 2 * G; }
-static inline float *ifa__state_acc(float *st, int64_t G) { return st + 3 * G; }
+static inline float *ifa__state_seen(float *st, int64_t G) { return st + 3 * G; }
+static inline float *ifa__state_acc(float *st, int64_t G) { return st + 4 * G; }
 
 static inline void ifa__state_init(float *st, int64_t G, int64_t D) {
     for (int64_t g = 0; g < G; g++) {
         st[g] = -INFINITY;
         st[G + g] = 0.0f;
         st[2 * G + g] = 0.0f;
+        st[3 * G + g] = 0.0f;
     }
     float *acc = ifa__state_acc(st, G);
     for (int64_t i = 0; i < G * D; i++) acc[i] = 0.0f;
@@ -50,18 +54,21 @@ static inline void ifa__state_rescale(float *st, int64_t G, int64_t D, int64_t g
     for (int64_t d = 0; d < D; d++) acc[d] *= alpha;
 }
 
-/* dst <- merge(dst, src). A state that saw no token has l == 0 and m == -inf and changes
- * nothing. */
+/* dst <- merge(dst, src). A state whose scores were all -inf (or that had no token) has l == 0
+ * and m == -inf and adds only its seen flag. */
 static inline void ifa__state_merge(float *dst, const float *src, int64_t G, int64_t D) {
     for (int64_t g = 0; g < G; g++) {
+        if (src[3 * G + g] != 0.0f) dst[3 * G + g] = 1.0f;
         const float ms = src[g], ls = src[G + g];
         if (ls == 0.0f && ms == -INFINITY) continue;
         const float md = dst[g];
+        float *acc = dst + 4 * G + g * D;
+        const float *sacc = src + 4 * G + g * D;
         if (dst[G + g] == 0.0f && md == -INFINITY) {
             dst[g] = ms;
             dst[G + g] = ls;
             dst[2 * G + g] = src[2 * G + g];
-            for (int64_t d = 0; d < D; d++) dst[3 * G + g * D + d] = src[3 * G + g * D + d];
+            for (int64_t d = 0; d < D; d++) acc[d] = sacc[d];
             continue;
         }
         const float m = md > ms ? md : ms;
@@ -69,8 +76,6 @@ static inline void ifa__state_merge(float *dst, const float *src, int64_t G, int
         dst[g] = m;
         dst[G + g] = dst[G + g] * ad + ls * as;
         dst[2 * G + g] = dst[2 * G + g] * ad + src[2 * G + g] * as;
-        float *acc = dst + 3 * G + g * D;
-        const float *sacc = src + 3 * G + g * D;
         for (int64_t d = 0; d < D; d++) acc[d] = acc[d] * ad + sacc[d] * as;
     }
 }

@@ -83,6 +83,21 @@ static ifa_status check_view(const ifa_tensor *t, const char *name) {
     return IFA_OK;
 }
 
+/* The stride of dimension i as the computation should use it: 0 for a dimension of size 1 (its
+ * stride is never multiplied by anything but 0, yet a caller may pass any value there, e.g.
+ * 2^62, and a kernel that scales it to bytes would overflow). For a dimension of size >= 2,
+ * check_view() has bounded stride * element size. */
+static int64_t stride_of(const ifa_tensor *t, int32_t i) { return t->shape[i] > 1 ? t->strides[i] : 0; }
+
+/* The stride between heads of a flattened (..., heads*D) dimension i: 0 with one head. For a
+ * view with elements check_view() bounds (heads*D - 1) * stride, so the product fits; an empty
+ * view is never stepped along and gets 0 rather than an overflowing product. */
+static int64_t head_stride(const ifa_tensor *t, int32_t i, int64_t heads, int64_t D) {
+    int64_t s;
+    if (heads <= 1 || ifa__mul_overflow(D, stride_of(t, i), &s)) return 0;
+    return s;
+}
+
 static int is_float_dtype(ifa_dtype d) {
     return d == IFA_DTYPE_FLOAT16 || d == IFA_DTYPE_BFLOAT16 || d == IFA_DTYPE_FLOAT32;
 }
@@ -174,7 +189,7 @@ static ifa_status check_query(const ifa_params *p, ifa__problem *pb) {
                         "query: hidden size %" PRId64 " is not a multiple of num_heads %" PRId64,
                         q->shape[2], N);
         pb->D = q->shape[2] / N;
-        pb->q = view3(q, q->strides[0], pb->D * q->strides[2], q->strides[2]);
+        pb->q = view3(q, stride_of(q, 0), head_stride(q, 2, N, pb->D), stride_of(q, 2));
     } else {
         const int bsnd = pb->layout == IFA__LAYOUT_BSND;
         RETURN_ERROR_IF(q->rank != 4, IFA_ERR_INVALID_SHAPE, "query: layout %s expects shape %s, got %s",
@@ -188,7 +203,7 @@ static ifa_status check_query(const ifa_params *p, ifa__problem *pb) {
                         "query: has %" PRId64 " heads in shape %s but num_heads is %" PRId64,
                         q->shape[n_dim], SHAPE(q), N);
         pb->D = q->shape[3];
-        pb->q = view3(q, q->strides[0], q->strides[n_dim], q->strides[3]);
+        pb->q = view3(q, stride_of(q, 0), stride_of(q, (int32_t)n_dim), stride_of(q, 3));
     }
     pb->B = q->shape[0];
     RETURN_ERROR_IF(pb->B < 1 || pb->D < 1, IFA_ERR_INVALID_SHAPE,
@@ -339,7 +354,7 @@ static ifa_status check_lengths(const ifa_params *p, ifa__problem *pb) {
                     pb->B, count);
     pb->lengths = (const char *)t->data;
     pb->lengths_dtype = t->dtype;
-    pb->lengths_stride = t->rank == 1 ? t->strides[0] : 0;
+    pb->lengths_stride = t->rank == 1 ? stride_of(t, 0) : 0;
     pb->lengths_count = count;
     const int64_t used = count == 1 ? 1 : pb->B;
     for (int64_t i = 0; i < used; i++) {
@@ -386,7 +401,7 @@ static ifa_status check_pages(const ifa_params *p, ifa__problem *pb) {
     RETURN_ERROR_IF(bt->rank != 2 || bt->shape[0] != pb->B, IFA_ERR_INVALID_SHAPE,
                     "block_table: expected shape (B, M) with B = %" PRId64 ", got %s", pb->B, SHAPE(bt));
     pb->M = bt->shape[1];
-    pb->table = view3(bt, bt->strides[0], bt->strides[1], 0);
+    pb->table = view3(bt, stride_of(bt, 0), stride_of(bt, 1), 0);
     if (is_present(bp)) {
         RETURN_ERROR_IF(bp->dtype != IFA_DTYPE_INT32, IFA_ERR_INVALID_DTYPE,
                         "block_position: dtype must be int32, got %s", ifa_dtype_name(bp->dtype));
@@ -396,7 +411,7 @@ static ifa_status check_pages(const ifa_params *p, ifa__problem *pb) {
                         ", P), got %s",
                         pb->B, pb->KVN, SHAPE(bp));
         pb->P = bp->shape[2];
-        pb->position = view3(bp, bp->strides[0], bp->strides[1], bp->strides[2]);
+        pb->position = view3(bp, stride_of(bp, 0), stride_of(bp, 1), stride_of(bp, 2));
         pb->form = IFA__KV_PAGED_SPARSE;
     }
     return IFA_OK;
@@ -427,13 +442,16 @@ static ifa_status check_batches(ifa__problem *pb, int64_t *max_pos) {
             break;
         }
         case IFA__KV_LEFT_PADDED: {
-            const int64_t start = pb->stored_len - pb->pad - L;
-            if (start >= 0) *max_pos = ifa__max64(*max_pos, start + L - 1);
+            /* start = S - pad - L, computed without overflow: pad and L may each be near
+             * INT64_MAX (a start < 0 leaves the batch without tokens, SPEC.md 4). */
+            if (pb->pad <= pb->stored_len && L <= pb->stored_len - pb->pad)
+                *max_pos = ifa__max64(*max_pos, pb->stored_len - pb->pad - 1);
             break;
         }
         case IFA__KV_PAGED: {
+            /* A capacity bs * M beyond int64 holds every length. */
             int64_t cap;
-            RETURN_ERROR_IF(ifa__mul_overflow(pb->bs, pb->M, &cap) || L > cap, IFA_ERR_INVALID_ARGUMENT,
+            RETURN_ERROR_IF(!ifa__mul_overflow(pb->bs, pb->M, &cap) && L > cap, IFA_ERR_INVALID_ARGUMENT,
                             "actual_seq_lengths[%" PRId64 "] = %" PRId64
                             " is longer than block_table's %" PRId64 " pages of %" PRId64 " tokens",
                             b, L, pb->M, pb->bs);
@@ -468,7 +486,9 @@ static ifa_status check_batches(ifa__problem *pb, int64_t *max_pos) {
                                     "block_table[%" PRId64 "][%d] = %d is outside the key cache (%" PRId64
                                     " blocks), used by block_position[%" PRId64 "][%" PRId64 "][%" PRId64 "]",
                                     b, (int)idx, (int)blk, pb->num_blocks, b, h, j);
-                    *max_pos = ifa__max64(*max_pos, ifa__min64(L, (j + 1) * pb->bs) - 1);
+                    /* The slot's last token: (j + 1) * bs, or L for the last slot (where the
+                     * product could overflow when bs is near 2^62). */
+                    *max_pos = ifa__max64(*max_pos, (j + 1 >= pages ? L : (j + 1) * pb->bs) - 1);
                 }
             }
             break;
@@ -497,7 +517,7 @@ static ifa_status check_pse_mask(const ifa_params *p, ifa__problem *pb, int64_t 
         RETURN_ERROR_IF(pse->shape[3] <= max_pos, IFA_ERR_INVALID_SHAPE,
                         "pse_shift: last dimension S' = %" PRId64 " must exceed the largest position used, %" PRId64,
                         pse->shape[3], max_pos);
-        pb->pse = view3(pse, pse->shape[0] == 1 ? 0 : pse->strides[0], pse->strides[1], pse->strides[3]);
+        pb->pse = view3(pse, stride_of(pse, 0), stride_of(pse, 1), stride_of(pse, 3));
     }
     pb->has_mask = is_present(mask);
     if (pb->has_mask) {
@@ -515,7 +535,7 @@ static ifa_status check_pse_mask(const ifa_params *p, ifa__problem *pb, int64_t 
         RETURN_ERROR_IF(mask->shape[last] <= max_pos, IFA_ERR_INVALID_SHAPE,
                         "attention_mask: last dimension S' = %" PRId64 " must exceed the largest position used, %" PRId64,
                         mask->shape[last], max_pos);
-        pb->mask = view3(mask, mask->strides[0], mask->strides[last], 0);
+        pb->mask = view3(mask, stride_of(mask, 0), stride_of(mask, last), 0);
     }
     return IFA_OK;
 }
@@ -523,14 +543,16 @@ static ifa_status check_pse_mask(const ifa_params *p, ifa__problem *pb, int64_t 
 /* Decodes a per-channel antiquant shape into (i, h, d) strides; 0 if the shape is not one. */
 static int antiquant_channel_strides(const ifa__problem *pb, const ifa_tensor *t, ifa__view3 *v) {
     const int64_t KVN = pb->KVN, D = pb->D;
-    const int64_t *s = t->shape, *st = t->strides;
+    const int64_t *s = t->shape;
     if (t->rank < 1 || s[0] != 2) return 0;
+    int64_t st[IFA_MAX_RANK];
+    for (int32_t i = 0; i < t->rank; i++) st[i] = stride_of(t, i);
     if (t->rank == 1) {
         *v = view3(t, st[0], 0, 0); /* per-tensor */
         return 1;
     }
     if (t->rank == 2 && s[1] == KVN * D) {
-        *v = view3(t, st[0], D * st[1], st[1]);
+        *v = view3(t, st[0], head_stride(t, 1, KVN, D), st[1]);
         return 1;
     }
     if (t->rank == 3 && s[1] == KVN && s[2] == D) {
@@ -585,7 +607,7 @@ static ifa_status check_antiquant(const ifa_params *p, ifa__problem *pb, int64_t
         RETURN_ERROR_IF(sc->shape[2] <= max_pos, IFA_ERR_INVALID_SHAPE,
                         "antiquant_scale: per-token S' = %" PRId64 " must exceed the largest position used, %" PRId64,
                         sc->shape[2], max_pos);
-        pb->aq_scale = view3(sc, sc->strides[0], sc->strides[1], sc->strides[2]);
+        pb->aq_scale = view3(sc, stride_of(sc, 0), stride_of(sc, 1), stride_of(sc, 2));
     } else {
         const ifa_dtype qf = pb->full_quant ? IFA_DTYPE_FLOAT16 : pb->q_dtype;
         RETURN_ERROR_IF(sc->dtype != qf && sc->dtype != IFA_DTYPE_FLOAT32, IFA_ERR_INVALID_DTYPE,
@@ -606,7 +628,7 @@ static ifa_status check_antiquant(const ifa_params *p, ifa__problem *pb, int64_t
             RETURN_ERROR_IF(off->dtype != IFA_DTYPE_FLOAT32, IFA_ERR_INVALID_DTYPE,
                             "antiquant_offset: per-token parameters must be float32, got %s",
                             ifa_dtype_name(off->dtype));
-            pb->aq_offset = view3(off, off->strides[0], off->strides[1], off->strides[2]);
+            pb->aq_offset = view3(off, stride_of(off, 0), stride_of(off, 1), stride_of(off, 2));
         } else {
             const ifa_dtype qf = pb->full_quant ? IFA_DTYPE_FLOAT16 : pb->q_dtype;
             RETURN_ERROR_IF(off->dtype != qf && off->dtype != IFA_DTYPE_FLOAT32, IFA_ERR_INVALID_DTYPE,
@@ -664,10 +686,12 @@ static ifa_status check_out_quant_param(const ifa__problem *pb, const ifa_tensor
     int32_t first = 0;
     while (first < t->rank - 1 && t->shape[first] == 1) first++;
     const int32_t rest = t->rank - first;
-    const int64_t *s = t->shape + first, *st = t->strides + first;
+    const int64_t *s = t->shape + first;
+    int64_t st[IFA_MAX_RANK] = {0};
+    for (int32_t i = first; i < t->rank; i++) st[i - first] = stride_of(t, i);
     int ok = numel == N * D && t->rank <= 4;
     if (ok && rest == 1) {
-        *v = view3(t, D * st[0], st[0], 0);
+        *v = view3(t, head_stride(t, first, N, D), st[0], 0);
     } else if (ok && rest == 2 && s[0] == N && s[1] == D) {
         *v = view3(t, st[0], st[1], 0);
     } else if (ok && rest == 3 && s[0] == N && s[1] == 1 && s[2] == D) {
@@ -707,12 +731,18 @@ static ifa_status check_output(const ifa__problem *pb, const ifa_tensor *out, if
     for (int32_t i = 0; same && i < q->rank; i++) same = out->shape[i] == q->shape[i];
     RETURN_ERROR_IF(!same, IFA_ERR_INVALID_SHAPE, "out: shape must be the query's %s, got %s", SHAPE(q),
                     SHAPE(out));
+    /* A zero stride (torch's expand) would make several threads write one element. */
+    for (int32_t i = 0; i < out->rank; i++)
+        RETURN_ERROR_IF(out->shape[i] > 1 && out->strides[i] == 0, IFA_ERR_INVALID_ARGUMENT,
+                        "out: dimension %d of size %" PRId64 " has stride 0, so its elements overlap "
+                        "(pass a writable tensor without broadcast dimensions)",
+                        (int)i, out->shape[i]);
     if (pb->layout == IFA__LAYOUT_BSH)
-        pbw->out = view3(out, out->strides[0], pb->D * out->strides[2], out->strides[2]);
+        pbw->out = view3(out, stride_of(out, 0), head_stride(out, 2, pb->N, pb->D), stride_of(out, 2));
     else if (pb->layout == IFA__LAYOUT_BSND)
-        pbw->out = view3(out, out->strides[0], out->strides[2], out->strides[3]);
+        pbw->out = view3(out, stride_of(out, 0), stride_of(out, 2), stride_of(out, 3));
     else
-        pbw->out = view3(out, out->strides[0], out->strides[1], out->strides[3]);
+        pbw->out = view3(out, stride_of(out, 0), stride_of(out, 1), stride_of(out, 3));
     return IFA_OK;
 }
 

@@ -141,28 +141,19 @@ def incre_flash_attention_v5(
             antiquant_mode, out,
         )
     if out is None:
-        # The output is allocated like the query; everything else (argument types, shapes,
-        # dtypes) is checked in C, where it costs nanoseconds rather than microseconds.
-        if qtype is _Tensor:
-            dtype = query.dtype
-            if quant_scale2 is not None and _present(quant_scale2):
-                dtype = _torch_int8
-            elif dtype is _torch_int8:
-                dtype = _torch_float16
-            out = _torch_empty(query.shape, dtype=dtype)
-        else:
-            if qtype is not _ndarray:
-                # Any other DLPack producer: answer with a numpy array (over the same memory).
-                if not hasattr(query, "__dlpack__"):
-                    raise TypeError("query: expected a tensor or array (an object with "
-                                    f"__dlpack__), got {qtype.__name__}")
-                query = _np.from_dlpack(query)
-            dtype = query.dtype
-            if quant_scale2 is not None and _present(quant_scale2):
-                dtype = _np_int8
-            elif dtype == _np_int8:
-                dtype = _np_float16
-            out = _np_empty(query.shape, dtype)
+        try:
+            out = _allocate_output(query, qtype, quant_scale2)
+        except (RuntimeError, MemoryError, ValueError) as exc:
+            # An absurd query (e.g. an expanded view claiming D = 2**40) fails in the allocator
+            # first; report what is wrong with the arguments instead, if anything is.
+            _C.validate(
+                query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
+                dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
+                antiquant_scale, antiquant_offset, block_table, kv_padding_size, block_position,
+                num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
+                antiquant_mode,
+            )
+            raise exc
     return _run(
         query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
         dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
@@ -170,6 +161,32 @@ def incre_flash_attention_v5(
         num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
         antiquant_mode, out,
     )
+
+
+def _allocate_output(query, qtype, quant_scale2):
+    """The output, allocated like the query; everything else (argument types, shapes, dtypes) is
+    checked in C, where it costs nanoseconds rather than microseconds."""
+    if qtype is _Tensor:
+        dtype = query.dtype
+        if quant_scale2 is not None and _present(quant_scale2):
+            dtype = _torch_int8
+        elif dtype is _torch_int8:
+            dtype = _torch_float16
+        out = _torch_empty(query.shape, dtype=dtype)
+    else:
+        if qtype is not _ndarray:
+            # Any other DLPack producer: answer with a numpy array (over the same memory).
+            if not hasattr(query, "__dlpack__"):
+                raise TypeError("query: expected a tensor or array (an object with "
+                                f"__dlpack__), got {qtype.__name__}")
+            query = _np.from_dlpack(query)
+        dtype = query.dtype
+        if quant_scale2 is not None and _present(quant_scale2):
+            dtype = _np_int8
+        elif dtype == _np_int8:
+            dtype = _np_float16
+        out = _np_empty(query.shape, dtype)
+    return out
 
 
 def validate(

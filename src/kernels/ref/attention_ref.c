@@ -69,9 +69,12 @@ static void softmax_ref(float *s, int64_t ld, int64_t G, int64_t n, float *m, fl
         float mx = m[g];
         for (int64_t i = 0; i < n; i++) mx = sg[i] > mx ? sg[i] : mx;
         alpha[g] = m[g] == -INFINITY ? 0.0f : expf(m[g] - mx);
+        /* All scores so far -inf: their weights are 0 (exp(-inf)), not exp(-inf - -inf) = NaN; a
+         * later finite score then starts the sum. attend.c turns an all -inf head into NaN. */
+        const float base = mx == -INFINITY ? 0.0f : mx;
         float sum = 0.0f;
         for (int64_t i = 0; i < n; i++) {
-            sg[i] = expf(sg[i] - mx);
+            sg[i] = expf(sg[i] - base);
             sum += sg[i];
         }
         l[g] = l[g] * alpha[g] + sum;

@@ -287,7 +287,8 @@ static void softmax_avx2(float *s, int64_t ld, int64_t G, int64_t n, float *m, f
         }
         const float smax = hmax8(vmax);
         const float mx = smax > m[g] ? smax : m[g];
-        const __m256 vmx = _mm256_set1_ps(mx);
+        /* All scores so far -inf: weights exp(-inf) = 0, not NaN (see the reference kernel). */
+        const __m256 vmx = _mm256_set1_ps(mx == -INFINITY ? 0.0f : mx);
         __m256 vsum = _mm256_setzero_ps();
         for (int64_t i = 0; i < n; i += 8) {
             const __m256i lm = lane_mask(n - i < 8 ? n - i : 8);

@@ -292,7 +292,8 @@ static void softmax_avx512(float *s, int64_t ld, int64_t G, int64_t n, float *m,
         }
         const float smax = _mm512_reduce_max_ps(vmax);
         const float mx = smax > m[g] ? smax : m[g];
-        const __m512 vmx = _mm512_set1_ps(mx);
+        /* All scores so far -inf: weights exp(-inf) = 0, not NaN (see the reference kernel). */
+        const __m512 vmx = _mm512_set1_ps(mx == -INFINITY ? 0.0f : mx);
         __m512 vsum = _mm512_setzero_ps();
         for (int64_t i = 0; i < n; i += 16) {
             const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
