@@ -18,70 +18,7 @@
 
 #include "convert.h"
 #include "problem.h"
-
-/* ---- Views ---------------------------------------------------------------------------------- */
-
-static int64_t numel_of(const ifa_tensor *t) {
-    int64_t n = 1;
-    for (int32_t i = 0; i < t->rank; i++) n *= t->shape[i]; /* overflow already excluded */
-    return n;
-}
-
-static int is_present(const ifa_tensor *t) {
-    if (t->dtype == IFA_DTYPE_NONE) return 0;
-    if (t->rank < 0 || t->rank > IFA_MAX_RANK) return 1; /* let check_view report it */
-    for (int32_t i = 0; i < t->rank; i++)
-        if (t->shape[i] == 0) return 0;
-    return 1;
-}
-
-/* "(2, 8, 128)" */
-static const char *shape_str(const ifa_tensor *t, char *buf, size_t size) {
-    size_t used = 0;
-    used += (size_t)snprintf(buf + used, size - used, "(");
-    for (int32_t i = 0; i < t->rank && i < IFA_MAX_RANK && used < size; i++)
-        used += (size_t)snprintf(buf + used, size - used, "%s%" PRId64, i ? ", " : "", t->shape[i]);
-    if (t->rank == 1 && used < size) used += (size_t)snprintf(buf + used, size - used, ",");
-    if (used < size) snprintf(buf + used, size - used, ")");
-    return buf;
-}
-#define SHAPE(t) shape_str((t), (char[96]){0}, 96)
-
-/* A view must describe memory it can address: sane rank, dtype, non-negative sizes and strides,
- * and a byte extent that fits in int64 (so no later offset computation overflows). */
-static ifa_status check_view(const ifa_tensor *t, const char *name) {
-    RETURN_ERROR_IF(t->dtype < IFA_DTYPE_NONE || t->dtype >= IFA_DTYPE_COUNT,
-                    IFA_ERR_INVALID_DTYPE, "%s: unknown dtype code %d", name, (int)t->dtype);
-    RETURN_ERROR_IF(t->rank < 0 || t->rank > IFA_MAX_RANK, IFA_ERR_INVALID_SHAPE,
-                    "%s: rank %d is outside [0, %d]", name, (int)t->rank, IFA_MAX_RANK);
-    int64_t numel = 1, extent = 0;
-    for (int32_t i = 0; i < t->rank; i++) {
-        RETURN_ERROR_IF(t->shape[i] < 0, IFA_ERR_INVALID_SHAPE,
-                        "%s: dimension %d has negative size %" PRId64, name, (int)i, t->shape[i]);
-        RETURN_ERROR_IF(t->strides[i] < 0, IFA_ERR_INVALID_ARGUMENT,
-                        "%s: dimension %d has negative stride %" PRId64
-                        " (pass a copy with non-negative strides)",
-                        name, (int)i, t->strides[i]);
-        RETURN_ERROR_IF(ifa__mul_overflow(numel, t->shape[i], &numel), IFA_ERR_OVERFLOW,
-                        "%s: element count of shape %s overflows 64 bits", name, SHAPE(t));
-    }
-    if (numel == 0 || t->dtype == IFA_DTYPE_NONE) return IFA_OK;
-    for (int32_t i = 0; i < t->rank; i++) {
-        int64_t span;
-        RETURN_ERROR_IF(ifa__mul_overflow(t->shape[i] - 1, t->strides[i], &span) ||
-                            ifa__add_overflow(extent, span, &extent),
-                        IFA_ERR_OVERFLOW, "%s: byte extent of shape %s overflows 64 bits", name,
-                        SHAPE(t));
-    }
-    int64_t bytes;
-    RETURN_ERROR_IF(ifa__add_overflow(extent, 1, &bytes) ||
-                        ifa__mul_overflow(bytes, (int64_t)ifa_dtype_size(t->dtype), &bytes),
-                    IFA_ERR_OVERFLOW, "%s: byte extent of shape %s overflows 64 bits", name,
-                    SHAPE(t));
-    RETURN_ERROR_IF(t->data == NULL, IFA_ERR_NULL_POINTER,
-                    "%s: data pointer is NULL for %" PRId64 " elements", name, numel);
-    return IFA_OK;
-}
+#include "views.h"
 
 /* The stride of dimension i as the computation should use it: 0 for a dimension of size 1 (its
  * stride is never multiplied by anything but 0, yet a caller may pass any value there, e.g.
@@ -170,7 +107,7 @@ static ifa_status check_scalars(const ifa_params *p, ifa__problem *pb) {
 
 static ifa_status check_query(const ifa_params *p, ifa__problem *pb) {
     const ifa_tensor *q = &p->query;
-    RETURN_IF_ERROR(check_view(q, "query"));
+    RETURN_IF_ERROR(ifa__check_view(q, "query"));
     RETURN_ERROR_IF(q->dtype == IFA_DTYPE_NONE, IFA_ERR_NULL_POINTER, "query: is required");
     RETURN_ERROR_IF(!is_float_dtype(q->dtype) && q->dtype != IFA_DTYPE_INT8, IFA_ERR_INVALID_DTYPE,
                     "query: dtype must be float16, bfloat16, float32 or int8, got %s",
@@ -180,11 +117,11 @@ static ifa_status check_query(const ifa_params *p, ifa__problem *pb) {
     const int64_t N = pb->N;
     if (pb->layout == IFA__LAYOUT_BSH) {
         RETURN_ERROR_IF(q->rank != 3, IFA_ERR_INVALID_SHAPE,
-                        "query: layout BSH expects shape (B, 1, N*D), got %s", SHAPE(q));
+                        "query: layout BSH expects shape (B, 1, N*D), got %s", IFA__SHAPE(q));
         RETURN_ERROR_IF(q->shape[1] != 1, IFA_ERR_INVALID_SHAPE,
                         "query: sequence length S must be 1 (one decode step), got %" PRId64
                         " in shape %s",
-                        q->shape[1], SHAPE(q));
+                        q->shape[1], IFA__SHAPE(q));
         RETURN_ERROR_IF(q->shape[2] % N != 0, IFA_ERR_INVALID_SHAPE,
                         "query: hidden size %" PRId64 " is not a multiple of num_heads %" PRId64,
                         q->shape[2], N);
@@ -193,21 +130,21 @@ static ifa_status check_query(const ifa_params *p, ifa__problem *pb) {
     } else {
         const int bsnd = pb->layout == IFA__LAYOUT_BSND;
         RETURN_ERROR_IF(q->rank != 4, IFA_ERR_INVALID_SHAPE, "query: layout %s expects shape %s, got %s",
-                        p->layout, bsnd ? "(B, 1, N, D)" : "(B, N, 1, D)", SHAPE(q));
+                        p->layout, bsnd ? "(B, 1, N, D)" : "(B, N, 1, D)", IFA__SHAPE(q));
         const int64_t s_dim = bsnd ? 1 : 2, n_dim = bsnd ? 2 : 1;
         RETURN_ERROR_IF(q->shape[s_dim] != 1, IFA_ERR_INVALID_SHAPE,
                         "query: sequence length S must be 1 (one decode step), got %" PRId64
                         " in shape %s",
-                        q->shape[s_dim], SHAPE(q));
+                        q->shape[s_dim], IFA__SHAPE(q));
         RETURN_ERROR_IF(q->shape[n_dim] != N, IFA_ERR_INVALID_SHAPE,
                         "query: has %" PRId64 " heads in shape %s but num_heads is %" PRId64,
-                        q->shape[n_dim], SHAPE(q), N);
+                        q->shape[n_dim], IFA__SHAPE(q), N);
         pb->D = q->shape[3];
         pb->q = view3(q, stride_of(q, 0), stride_of(q, (int32_t)n_dim), stride_of(q, 3));
     }
     pb->B = q->shape[0];
     RETURN_ERROR_IF(pb->B < 1 || pb->D < 1, IFA_ERR_INVALID_SHAPE,
-                    "query: batch and head size must be >= 1, got shape %s", SHAPE(q));
+                    "query: batch and head size must be >= 1, got shape %s", IFA__SHAPE(q));
     RETURN_ERROR_IF(pb->D > 65536, IFA_ERR_INVALID_SHAPE,
                     "query: head size D = %" PRId64 " is larger than the supported 65536", pb->D);
     return IFA_OK;
@@ -223,21 +160,21 @@ static ifa_status check_contiguous_kv(const ifa__problem *pb, const ifa_tensor *
                         IFA_ERR_INVALID_SHAPE,
                         "%s: layout BSH expects shape (%" PRId64 ", S, %" PRId64 ") (KVN*D = %" PRId64
                         "*%" PRId64 "), got %s",
-                        name, batch, KVN * D, KVN, D, SHAPE(t));
+                        name, batch, KVN * D, KVN, D, IFA__SHAPE(t));
         *len = t->shape[1];
         break;
     case IFA__LAYOUT_BSND:
         RETURN_ERROR_IF(t->rank != 4 || t->shape[0] != batch || t->shape[2] != KVN || t->shape[3] != D,
                         IFA_ERR_INVALID_SHAPE,
                         "%s: layout BSND expects shape (%" PRId64 ", S, %" PRId64 ", %" PRId64 "), got %s",
-                        name, batch, KVN, D, SHAPE(t));
+                        name, batch, KVN, D, IFA__SHAPE(t));
         *len = t->shape[1];
         break;
     case IFA__LAYOUT_BNSD:
         RETURN_ERROR_IF(t->rank != 4 || t->shape[0] != batch || t->shape[1] != KVN || t->shape[3] != D,
                         IFA_ERR_INVALID_SHAPE,
                         "%s: layout BNSD expects shape (%" PRId64 ", %" PRId64 ", S, %" PRId64 "), got %s",
-                        name, batch, KVN, D, SHAPE(t));
+                        name, batch, KVN, D, IFA__SHAPE(t));
         *len = t->shape[2];
         break;
     }
@@ -250,10 +187,16 @@ static ifa_status check_kv(const ifa_params *p, ifa__problem *pb) {
     pb->kv_count = p->kv_count;
     char kname[40], vname[40];
     for (int32_t i = 0; i < p->kv_count; i++) {
-        snprintf(kname, sizeof kname, "key_list[%d]", (int)i);
-        snprintf(vname, sizeof vname, "value_list[%d]", (int)i);
-        RETURN_IF_ERROR(check_view(&p->key[i], kname));
-        RETURN_IF_ERROR(check_view(&p->value[i], vname));
+        /* Names only for lists: formatting them costs more than the rest of a short call. */
+        if (p->kv_count == 1) {
+            strcpy(kname, "key_list[0]");
+            strcpy(vname, "value_list[0]");
+        } else {
+            snprintf(kname, sizeof kname, "key_list[%d]", (int)i);
+            snprintf(vname, sizeof vname, "value_list[%d]", (int)i);
+        }
+        RETURN_IF_ERROR(ifa__check_view(&p->key[i], kname));
+        RETURN_IF_ERROR(ifa__check_view(&p->value[i], vname));
         const ifa_tensor *k = &p->key[i], *v = &p->value[i];
         RETURN_ERROR_IF(k->dtype == IFA_DTYPE_NONE, IFA_ERR_NULL_POINTER, "%s: is required", kname);
         RETURN_ERROR_IF(v->dtype == IFA_DTYPE_NONE, IFA_ERR_NULL_POINTER, "%s: is required", vname);
@@ -263,7 +206,7 @@ static ifa_status check_kv(const ifa_params *p, ifa__problem *pb) {
         int same = k->rank == v->rank;
         for (int32_t d = 0; same && d < k->rank; d++) same = k->shape[d] == v->shape[d];
         RETURN_ERROR_IF(!same, IFA_ERR_INVALID_SHAPE, "value_list: shape %s differs from key_list's %s",
-                        SHAPE(v), SHAPE(k));
+                        IFA__SHAPE(v), IFA__SHAPE(k));
         RETURN_ERROR_IF(k->dtype != p->key[0].dtype, IFA_ERR_INVALID_DTYPE,
                         "%s: dtype %s differs from key_list[0]'s %s", kname, ifa_dtype_name(k->dtype),
                         ifa_dtype_name(p->key[0].dtype));
@@ -281,7 +224,7 @@ static ifa_status check_kv(const ifa_params *p, ifa__problem *pb) {
                         ifa_dtype_name(pb->q_dtype), ifa_dtype_name(pb->kv_dtype));
     }
 
-    const int paged = is_present(&p->block_table);
+    const int paged = ifa__present(&p->block_table);
     if (paged) {
         RETURN_ERROR_IF(p->kv_count != 1, IFA_ERR_INVALID_ARGUMENT,
                         "key_list: a paged cache (block_table given) must be one tensor, got a list of %d",
@@ -294,7 +237,7 @@ static ifa_status check_kv(const ifa_params *p, ifa__problem *pb) {
             RETURN_ERROR_IF(k->shape[1] != pb->bs || k->shape[2] != pb->KVN * pb->D, IFA_ERR_INVALID_SHAPE,
                             "key_list: paged cache expects shape (num_blocks, %" PRId64 ", %" PRId64
                             ") (block_size, KVN*D), got %s",
-                            pb->bs, pb->KVN * pb->D, SHAPE(k));
+                            pb->bs, pb->KVN * pb->D, IFA__SHAPE(k));
         } else if (k->rank == 4) {
             RETURN_ERROR_IF(pb->layout != IFA__LAYOUT_BNSD, IFA_ERR_INVALID_SHAPE,
                             "key_list: the 4-D paged cache (num_blocks, KVN, block_size, D) needs layout "
@@ -304,19 +247,19 @@ static ifa_status check_kv(const ifa_params *p, ifa__problem *pb) {
                             IFA_ERR_INVALID_SHAPE,
                             "key_list: paged cache expects shape (num_blocks, %" PRId64 ", %" PRId64
                             ", %" PRId64 ") (KVN, block_size, D), got %s",
-                            pb->KVN, pb->bs, pb->D, SHAPE(k));
+                            pb->KVN, pb->bs, pb->D, IFA__SHAPE(k));
         } else {
             return ifa__fail(IFA_ERR_INVALID_SHAPE,
                              "key_list: paged cache must be (num_blocks, block_size, KVN*D) or "
                              "(num_blocks, KVN, block_size, D), got %s",
-                             SHAPE(k));
+                             IFA__SHAPE(k));
         }
         pb->num_blocks = k->shape[0];
         pb->form = IFA__KV_PAGED;
         return IFA_OK;
     }
 
-    RETURN_ERROR_IF(is_present(&p->block_position), IFA_ERR_INVALID_ARGUMENT,
+    RETURN_ERROR_IF(ifa__present(&p->block_position), IFA_ERR_INVALID_ARGUMENT,
                     "block_position: needs block_table (a paged cache)");
     pb->form = IFA__KV_CONTIGUOUS;
     if (p->kv_count == 1) {
@@ -337,8 +280,8 @@ static ifa_status check_kv(const ifa_params *p, ifa__problem *pb) {
 
 static ifa_status check_lengths(const ifa_params *p, ifa__problem *pb) {
     const ifa_tensor *t = &p->actual_seq_lengths;
-    RETURN_IF_ERROR(check_view(t, "actual_seq_lengths"));
-    if (!is_present(t)) {
+    RETURN_IF_ERROR(ifa__check_view(t, "actual_seq_lengths"));
+    if (!ifa__present(t)) {
         pb->lengths = NULL;
         RETURN_ERROR_IF(pb->form != IFA__KV_CONTIGUOUS, IFA_ERR_INVALID_ARGUMENT,
                         "actual_seq_lengths: is required with a paged cache (block_table given)");
@@ -347,8 +290,8 @@ static ifa_status check_lengths(const ifa_params *p, ifa__problem *pb) {
     RETURN_ERROR_IF(t->dtype != IFA_DTYPE_INT32 && t->dtype != IFA_DTYPE_INT64, IFA_ERR_INVALID_DTYPE,
                     "actual_seq_lengths: dtype must be int32 or int64, got %s", ifa_dtype_name(t->dtype));
     RETURN_ERROR_IF(t->rank > 1, IFA_ERR_INVALID_SHAPE,
-                    "actual_seq_lengths: must be 1-D, got shape %s", SHAPE(t));
-    const int64_t count = numel_of(t);
+                    "actual_seq_lengths: must be 1-D, got shape %s", IFA__SHAPE(t));
+    const int64_t count = ifa__numel(t);
     RETURN_ERROR_IF(count != 1 && count < pb->B, IFA_ERR_INVALID_SHAPE,
                     "actual_seq_lengths: expected 1 value or at least B = %" PRId64 " values, got %" PRId64,
                     pb->B, count);
@@ -367,13 +310,13 @@ static ifa_status check_lengths(const ifa_params *p, ifa__problem *pb) {
 
 static ifa_status check_padding(const ifa_params *p, ifa__problem *pb) {
     const ifa_tensor *t = &p->kv_padding_size;
-    RETURN_IF_ERROR(check_view(t, "kv_padding_size"));
+    RETURN_IF_ERROR(ifa__check_view(t, "kv_padding_size"));
     pb->pad = 0;
-    if (!is_present(t)) return IFA_OK;
+    if (!ifa__present(t)) return IFA_OK;
     RETURN_ERROR_IF(t->dtype != IFA_DTYPE_INT64 && t->dtype != IFA_DTYPE_INT32, IFA_ERR_INVALID_DTYPE,
                     "kv_padding_size: dtype must be int64, got %s", ifa_dtype_name(t->dtype));
-    RETURN_ERROR_IF(numel_of(t) != 1, IFA_ERR_INVALID_SHAPE,
-                    "kv_padding_size: expected one value, got shape %s", SHAPE(t));
+    RETURN_ERROR_IF(ifa__numel(t) != 1, IFA_ERR_INVALID_SHAPE,
+                    "kv_padding_size: expected one value, got shape %s", IFA__SHAPE(t));
     RETURN_ERROR_IF(pb->form != IFA__KV_CONTIGUOUS, IFA_ERR_INVALID_ARGUMENT,
                     "kv_padding_size: left padding needs a contiguous KV tensor, not a paged cache");
     RETURN_ERROR_IF(pb->kv_count != 1, IFA_ERR_INVALID_ARGUMENT,
@@ -393,23 +336,23 @@ static ifa_status check_padding(const ifa_params *p, ifa__problem *pb) {
 
 static ifa_status check_pages(const ifa_params *p, ifa__problem *pb) {
     const ifa_tensor *bt = &p->block_table, *bp = &p->block_position;
-    RETURN_IF_ERROR(check_view(bt, "block_table"));
-    RETURN_IF_ERROR(check_view(bp, "block_position"));
+    RETURN_IF_ERROR(ifa__check_view(bt, "block_table"));
+    RETURN_IF_ERROR(ifa__check_view(bp, "block_position"));
     if (pb->form != IFA__KV_PAGED) return IFA_OK;
     RETURN_ERROR_IF(bt->dtype != IFA_DTYPE_INT32, IFA_ERR_INVALID_DTYPE,
                     "block_table: dtype must be int32, got %s", ifa_dtype_name(bt->dtype));
     RETURN_ERROR_IF(bt->rank != 2 || bt->shape[0] != pb->B, IFA_ERR_INVALID_SHAPE,
-                    "block_table: expected shape (B, M) with B = %" PRId64 ", got %s", pb->B, SHAPE(bt));
+                    "block_table: expected shape (B, M) with B = %" PRId64 ", got %s", pb->B, IFA__SHAPE(bt));
     pb->M = bt->shape[1];
     pb->table = view3(bt, stride_of(bt, 0), stride_of(bt, 1), 0);
-    if (is_present(bp)) {
+    if (ifa__present(bp)) {
         RETURN_ERROR_IF(bp->dtype != IFA_DTYPE_INT32, IFA_ERR_INVALID_DTYPE,
                         "block_position: dtype must be int32, got %s", ifa_dtype_name(bp->dtype));
         RETURN_ERROR_IF(bp->rank != 3 || bp->shape[0] != pb->B || bp->shape[1] != pb->KVN,
                         IFA_ERR_INVALID_SHAPE,
                         "block_position: expected shape (B, KVN, P) = (%" PRId64 ", %" PRId64
                         ", P), got %s",
-                        pb->B, pb->KVN, SHAPE(bp));
+                        pb->B, pb->KVN, IFA__SHAPE(bp));
         pb->P = bp->shape[2];
         pb->position = view3(bp, stride_of(bp, 0), stride_of(bp, 1), stride_of(bp, 2));
         pb->form = IFA__KV_PAGED_SPARSE;
@@ -500,9 +443,9 @@ static ifa_status check_batches(ifa__problem *pb, int64_t *max_pos) {
 
 static ifa_status check_pse_mask(const ifa_params *p, ifa__problem *pb, int64_t max_pos) {
     const ifa_tensor *pse = &p->pse_shift, *mask = &p->attention_mask;
-    RETURN_IF_ERROR(check_view(pse, "pse_shift"));
-    RETURN_IF_ERROR(check_view(mask, "attention_mask"));
-    pb->has_pse = is_present(pse);
+    RETURN_IF_ERROR(ifa__check_view(pse, "pse_shift"));
+    RETURN_IF_ERROR(ifa__check_view(mask, "attention_mask"));
+    pb->has_pse = ifa__present(pse);
     if (pb->has_pse) {
         const ifa_dtype want = pb->full_quant ? IFA_DTYPE_FLOAT16 : pb->q_dtype;
         RETURN_ERROR_IF(pse->dtype != want, IFA_ERR_INVALID_DTYPE,
@@ -513,13 +456,13 @@ static ifa_status check_pse_mask(const ifa_params *p, ifa__problem *pb, int64_t 
                         IFA_ERR_INVALID_SHAPE,
                         "pse_shift: expected shape (B, N, 1, S') or (1, N, 1, S') with B = %" PRId64
                         ", N = %" PRId64 ", got %s",
-                        pb->B, pb->N, SHAPE(pse));
+                        pb->B, pb->N, IFA__SHAPE(pse));
         RETURN_ERROR_IF(pse->shape[3] <= max_pos, IFA_ERR_INVALID_SHAPE,
                         "pse_shift: last dimension S' = %" PRId64 " must exceed the largest position used, %" PRId64,
                         pse->shape[3], max_pos);
         pb->pse = view3(pse, stride_of(pse, 0), stride_of(pse, 1), stride_of(pse, 3));
     }
-    pb->has_mask = is_present(mask);
+    pb->has_mask = ifa__present(mask);
     if (pb->has_mask) {
         RETURN_ERROR_IF(mask->dtype != IFA_DTYPE_BOOL && mask->dtype != IFA_DTYPE_INT8 &&
                             mask->dtype != IFA_DTYPE_UINT8,
@@ -530,7 +473,7 @@ static ifa_status check_pse_mask(const ifa_params *p, ifa__problem *pb, int64_t 
         RETURN_ERROR_IF(!ok, IFA_ERR_INVALID_SHAPE,
                         "attention_mask: expected shape (B, S'), (B, 1, S') or (B, 1, 1, S') with B = %" PRId64
                         ", got %s",
-                        pb->B, SHAPE(mask));
+                        pb->B, IFA__SHAPE(mask));
         const int32_t last = mask->rank - 1;
         RETURN_ERROR_IF(mask->shape[last] <= max_pos, IFA_ERR_INVALID_SHAPE,
                         "attention_mask: last dimension S' = %" PRId64 " must exceed the largest position used, %" PRId64,
@@ -572,9 +515,9 @@ static int antiquant_channel_strides(const ifa__problem *pb, const ifa_tensor *t
 
 static ifa_status check_antiquant(const ifa_params *p, ifa__problem *pb, int64_t max_pos) {
     const ifa_tensor *sc = &p->antiquant_scale, *off = &p->antiquant_offset;
-    RETURN_IF_ERROR(check_view(sc, "antiquant_scale"));
-    RETURN_IF_ERROR(check_view(off, "antiquant_offset"));
-    const int has_sc = is_present(sc), has_off = is_present(off);
+    RETURN_IF_ERROR(ifa__check_view(sc, "antiquant_scale"));
+    RETURN_IF_ERROR(ifa__check_view(off, "antiquant_offset"));
+    const int has_sc = ifa__present(sc), has_off = ifa__present(off);
     pb->aq = IFA__AQ_NONE;
     memset(&pb->aq_scale, 0, sizeof pb->aq_scale);
     memset(&pb->aq_offset, 0, sizeof pb->aq_offset);
@@ -596,14 +539,14 @@ static ifa_status check_antiquant(const ifa_params *p, ifa__problem *pb, int64_t
     if (per_token) {
         RETURN_ERROR_IF(sc->rank != 3, IFA_ERR_INVALID_SHAPE,
                         "antiquant_scale: per-token (antiquant_mode=1) expects shape (2, B, S'), got %s",
-                        SHAPE(sc));
+                        IFA__SHAPE(sc));
         RETURN_ERROR_IF(sc->dtype != IFA_DTYPE_FLOAT32, IFA_ERR_INVALID_DTYPE,
                         "antiquant_scale: per-token (antiquant_mode=1) parameters must be float32, got %s",
                         ifa_dtype_name(sc->dtype));
         RETURN_ERROR_IF(sc->shape[0] != 2 || sc->shape[1] != pb->B, IFA_ERR_INVALID_SHAPE,
                         "antiquant_scale: per-token (antiquant_mode=1) expects shape (2, B, S') with B = %" PRId64
                         ", got %s",
-                        pb->B, SHAPE(sc));
+                        pb->B, IFA__SHAPE(sc));
         RETURN_ERROR_IF(sc->shape[2] <= max_pos, IFA_ERR_INVALID_SHAPE,
                         "antiquant_scale: per-token S' = %" PRId64 " must exceed the largest position used, %" PRId64,
                         sc->shape[2], max_pos);
@@ -617,13 +560,13 @@ static ifa_status check_antiquant(const ifa_params *p, ifa__problem *pb, int64_t
                         "antiquant_scale: expected (2,), (2, KVN*D), (2, KVN, D), (2, KVN, 1, D) or "
                         "(2, 1, KVN, D) with KVN = %" PRId64 ", D = %" PRId64 " (per-token (2, B, S') "
                         "needs antiquant_mode=1), got %s",
-                        pb->KVN, pb->D, SHAPE(sc));
+                        pb->KVN, pb->D, IFA__SHAPE(sc));
     }
     if (has_off) {
         int same = off->rank == sc->rank;
         for (int32_t i = 0; same && i < sc->rank; i++) same = off->shape[i] == sc->shape[i];
         RETURN_ERROR_IF(!same, IFA_ERR_INVALID_SHAPE,
-                        "antiquant_offset: shape %s must equal antiquant_scale's %s", SHAPE(off), SHAPE(sc));
+                        "antiquant_offset: shape %s must equal antiquant_scale's %s", IFA__SHAPE(off), IFA__SHAPE(sc));
         if (per_token) {
             RETURN_ERROR_IF(off->dtype != IFA_DTYPE_FLOAT32, IFA_ERR_INVALID_DTYPE,
                             "antiquant_offset: per-token parameters must be float32, got %s",
@@ -642,13 +585,13 @@ static ifa_status check_antiquant(const ifa_params *p, ifa__problem *pb, int64_t
 }
 
 static ifa_status check_one_scale(const ifa_tensor *t, const char *name, float *value) {
-    RETURN_ERROR_IF(!is_present(t), IFA_ERR_INVALID_ARGUMENT,
+    RETURN_ERROR_IF(!ifa__present(t), IFA_ERR_INVALID_ARGUMENT,
                     "%s: is required with an int8 query (full quantisation)", name);
     RETURN_ERROR_IF(t->dtype != IFA_DTYPE_FLOAT32 && t->dtype != IFA_DTYPE_UINT64, IFA_ERR_INVALID_DTYPE,
                     "%s: dtype must be float32 or uint64 (float bits), got %s", name,
                     ifa_dtype_name(t->dtype));
-    RETURN_ERROR_IF(numel_of(t) != 1, IFA_ERR_INVALID_SHAPE, "%s: expected one value, got shape %s", name,
-                    SHAPE(t));
+    RETURN_ERROR_IF(ifa__numel(t) != 1, IFA_ERR_INVALID_SHAPE, "%s: expected one value, got shape %s", name,
+                    IFA__SHAPE(t));
     *value = ifa__load_scale(t->data, t->dtype);
     return IFA_OK;
 }
@@ -658,11 +601,11 @@ static ifa_status check_full_quant(const ifa_params *p, ifa__problem *pb) {
     const char *names[3] = {"dequant_scale1", "quant_scale1", "dequant_scale2"};
     float *values[3] = {&pb->dequant_scale1, &pb->quant_scale1, &pb->dequant_scale2};
     for (int i = 0; i < 3; i++) {
-        RETURN_IF_ERROR(check_view(ts[i], names[i]));
+        RETURN_IF_ERROR(ifa__check_view(ts[i], names[i]));
         if (pb->full_quant) {
             RETURN_IF_ERROR(check_one_scale(ts[i], names[i], values[i]));
         } else {
-            RETURN_ERROR_IF(is_present(ts[i]), IFA_ERR_INVALID_ARGUMENT,
+            RETURN_ERROR_IF(ifa__present(ts[i]), IFA_ERR_INVALID_ARGUMENT,
                             "%s: only for an int8 query (full quantisation), but the query is %s", names[i],
                             ifa_dtype_name(pb->q_dtype));
         }
@@ -677,7 +620,7 @@ static ifa_status check_out_quant_param(const ifa__problem *pb, const ifa_tensor
     RETURN_ERROR_IF(t->dtype != IFA_DTYPE_FLOAT32 && t->dtype != want_alt, IFA_ERR_INVALID_DTYPE,
                     "%s: dtype must be float32%s, got %s", name,
                     want_alt == IFA_DTYPE_BFLOAT16 ? " or bfloat16" : "", ifa_dtype_name(t->dtype));
-    const int64_t numel = numel_of(t), N = pb->N, D = pb->D;
+    const int64_t numel = ifa__numel(t), N = pb->N, D = pb->D;
     if (numel == 1) {
         *v = view3(t, 0, 0, 0);
         return IFA_OK;
@@ -702,35 +645,35 @@ static ifa_status check_out_quant_param(const ifa__problem *pb, const ifa_tensor
     RETURN_ERROR_IF(!ok, IFA_ERR_INVALID_SHAPE,
                     "%s: expected one value or N*D = %" PRId64 " values shaped (N*D,), (1, N*D), (N, D), "
                     "(N, 1, D), (1, N, 1, D), (1, 1, N*D), (1, N, D) or (1, 1, N, D), got %s",
-                    name, N * D, SHAPE(t));
+                    name, N * D, IFA__SHAPE(t));
     return IFA_OK;
 }
 
 static ifa_status check_out_quant(const ifa_params *p, ifa__problem *pb) {
-    RETURN_IF_ERROR(check_view(&p->quant_scale2, "quant_scale2"));
-    RETURN_IF_ERROR(check_view(&p->quant_offset2, "quant_offset2"));
-    pb->int8_out = is_present(&p->quant_scale2);
+    RETURN_IF_ERROR(ifa__check_view(&p->quant_scale2, "quant_scale2"));
+    RETURN_IF_ERROR(ifa__check_view(&p->quant_offset2, "quant_offset2"));
+    pb->int8_out = ifa__present(&p->quant_scale2);
     memset(&pb->oq_offset, 0, sizeof pb->oq_offset);
     if (!pb->int8_out) {
-        RETURN_ERROR_IF(is_present(&p->quant_offset2), IFA_ERR_INVALID_ARGUMENT,
+        RETURN_ERROR_IF(ifa__present(&p->quant_offset2), IFA_ERR_INVALID_ARGUMENT,
                         "quant_offset2: given without quant_scale2");
         return IFA_OK;
     }
     RETURN_IF_ERROR(check_out_quant_param(pb, &p->quant_scale2, "quant_scale2", &pb->oq_scale));
-    if (is_present(&p->quant_offset2))
+    if (ifa__present(&p->quant_offset2))
         RETURN_IF_ERROR(check_out_quant_param(pb, &p->quant_offset2, "quant_offset2", &pb->oq_offset));
     return IFA_OK;
 }
 
 static ifa_status check_output(const ifa__problem *pb, const ifa_tensor *out, ifa__problem *pbw) {
     const ifa_tensor *q = &pb->params->query;
-    RETURN_IF_ERROR(check_view(out, "out"));
+    RETURN_IF_ERROR(ifa__check_view(out, "out"));
     RETURN_ERROR_IF(out->dtype != pb->out_dtype, IFA_ERR_INVALID_DTYPE, "out: dtype must be %s, got %s",
                     ifa_dtype_name(pb->out_dtype), ifa_dtype_name(out->dtype));
     int same = out->rank == q->rank;
     for (int32_t i = 0; same && i < q->rank; i++) same = out->shape[i] == q->shape[i];
-    RETURN_ERROR_IF(!same, IFA_ERR_INVALID_SHAPE, "out: shape must be the query's %s, got %s", SHAPE(q),
-                    SHAPE(out));
+    RETURN_ERROR_IF(!same, IFA_ERR_INVALID_SHAPE, "out: shape must be the query's %s, got %s", IFA__SHAPE(q),
+                    IFA__SHAPE(out));
     /* A zero stride (torch's expand) would make several threads write one element. */
     for (int32_t i = 0; i < out->rank; i++)
         RETURN_ERROR_IF(out->shape[i] > 1 && out->strides[i] == 0, IFA_ERR_INVALID_ARGUMENT,

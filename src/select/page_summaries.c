@@ -182,7 +182,7 @@ static ifa_status check_aq_param(const ifa_tensor *t, const char *name, const su
                     name, ifa_dtype_name(t->dtype));
     RETURN_ERROR_IF(t->rank < 1 || sh[0] != 2, IFA_ERR_INVALID_SHAPE,
                     "%s: the first dimension must be 2 (key, value), got shape %s", name,
-                    IFA__SEL_SHAPE(t));
+                    IFA__SHAPE(t));
     memset(v, 0, sizeof *v);
     v->data = (const char *)t->data;
     v->dtype = t->dtype;
@@ -190,7 +190,7 @@ static ifa_status check_aq_param(const ifa_tensor *t, const char *name, const su
         RETURN_ERROR_IF(t->rank != 3 || sh[1] != B, IFA_ERR_INVALID_SHAPE,
                         "%s: per-token (antiquant_mode 1) expects shape (2, B, S') with B = %" PRId64
                         ", got %s",
-                        name, B, IFA__SEL_SHAPE(t));
+                        name, B, IFA__SHAPE(t));
         RETURN_ERROR_IF(sh[2] < max_len, IFA_ERR_INVALID_SHAPE,
                         "%s: S' = %" PRId64 " is shorter than the longest sequence (%" PRId64 ")",
                         name, sh[2], max_len);
@@ -216,7 +216,7 @@ static ifa_status check_aq_param(const ifa_tensor *t, const char *name, const su
                          "%s: expected (2,), (2, %" PRId64 "), (2, %" PRId64 ", %" PRId64
                          "), (2, %" PRId64 ", 1, %" PRId64 ") or (2, 1, %" PRId64 ", %" PRId64
                          "), got %s",
-                         name, KVN * D, KVN, D, KVN, D, KVN, D, IFA__SEL_SHAPE(t));
+                         name, KVN * D, KVN, D, KVN, D, KVN, D, IFA__SHAPE(t));
     }
     return IFA_OK;
 }
@@ -228,8 +228,8 @@ static ifa_status prepare(const ifa_summary_params *p, ifa_tensor *out, int upda
     RETURN_ERROR_IF(out == NULL, IFA_ERR_NULL_POINTER, "summaries: is NULL");
     memset(job, 0, sizeof *job);
     const ifa_tensor *k = &p->key_cache;
-    RETURN_IF_ERROR(ifa__sel_check_view(k, "key_cache"));
-    RETURN_ERROR_IF(!ifa__sel_present(k), IFA_ERR_NULL_POINTER,
+    RETURN_IF_ERROR(ifa__check_view(k, "key_cache"));
+    RETURN_ERROR_IF(!ifa__present(k), IFA_ERR_NULL_POINTER,
                     "key_cache: is required (a paged cache with at least one element)");
     RETURN_ERROR_IF(k->dtype != IFA_DTYPE_FLOAT16 && k->dtype != IFA_DTYPE_BFLOAT16 &&
                         k->dtype != IFA_DTYPE_FLOAT32 && k->dtype != IFA_DTYPE_INT8,
@@ -248,7 +248,7 @@ static ifa_status prepare(const ifa_summary_params *p, ifa_tensor *out, int upda
     if (k->rank == 4) { /* (num_blocks, KVN, bs, D) */
         RETURN_ERROR_IF(p->key_num_heads != 0 && p->key_num_heads != k->shape[1], IFA_ERR_INVALID_SHAPE,
                         "key_cache: shape %s has %" PRId64 " KV heads but key_num_heads is %" PRId64,
-                        IFA__SEL_SHAPE(k), k->shape[1], p->key_num_heads);
+                        IFA__SHAPE(k), k->shape[1], p->key_num_heads);
         job->KVN = k->shape[1];
         job->bs = k->shape[2];
         job->D = k->shape[3];
@@ -274,12 +274,12 @@ static ifa_status prepare(const ifa_summary_params *p, ifa_tensor *out, int upda
         return ifa__fail(IFA_ERR_INVALID_SHAPE,
                          "key_cache: paged cache must be (num_blocks, block_size, KVN*D) or "
                          "(num_blocks, KVN, block_size, D), got %s",
-                         IFA__SEL_SHAPE(k));
+                         IFA__SHAPE(k));
     }
     RETURN_ERROR_IF(p->block_size != 0 && p->block_size != job->bs, IFA_ERR_INVALID_SHAPE,
                     "block_size: %" PRId64 " differs from the cache's block size %" PRId64
                     " (shape %s)",
-                    p->block_size, job->bs, IFA__SEL_SHAPE(k));
+                    p->block_size, job->bs, IFA__SHAPE(k));
 
     RETURN_IF_ERROR(ifa__sel_check_table(&p->block_table, table));
     RETURN_IF_ERROR(ifa__sel_check_ints(&p->actual_seq_lengths, "actual_seq_lengths", table->B, lengths));
@@ -299,32 +299,32 @@ static ifa_status prepare(const ifa_summary_params *p, ifa_tensor *out, int upda
 
     /* int8 keys: the key parameters of SPEC.md 6. */
     const ifa_tensor *sc = &p->antiquant_scale, *of = &p->antiquant_offset;
-    RETURN_IF_ERROR(ifa__sel_check_view(sc, "antiquant_scale"));
-    RETURN_IF_ERROR(ifa__sel_check_view(of, "antiquant_offset"));
+    RETURN_IF_ERROR(ifa__check_view(sc, "antiquant_scale"));
+    RETURN_IF_ERROR(ifa__check_view(of, "antiquant_offset"));
     RETURN_ERROR_IF(p->antiquant_mode != 0 && p->antiquant_mode != 1, IFA_ERR_INVALID_ARGUMENT,
                     "antiquant_mode: expected 0 (per-channel) or 1 (per-token), got %" PRId64,
                     p->antiquant_mode);
     if (job->dtype == IFA_DTYPE_INT8) {
-        RETURN_ERROR_IF(!ifa__sel_present(sc), IFA_ERR_INVALID_ARGUMENT,
+        RETURN_ERROR_IF(!ifa__present(sc), IFA_ERR_INVALID_ARGUMENT,
                         "antiquant_scale: is required with an int8 key_cache");
         job->aq = p->antiquant_mode == 1 ? AQ_TOKEN : AQ_CHANNEL;
         RETURN_IF_ERROR(check_aq_param(sc, "antiquant_scale", job, table->B, max_len, &job->scale));
-        if (ifa__sel_present(of)) {
+        if (ifa__present(of)) {
             int same = of->rank == sc->rank;
             for (int32_t i = 0; same && i < sc->rank; i++) same = of->shape[i] == sc->shape[i];
             RETURN_ERROR_IF(!same, IFA_ERR_INVALID_SHAPE,
                             "antiquant_offset: shape %s differs from antiquant_scale's %s",
-                            IFA__SEL_SHAPE(of), IFA__SEL_SHAPE(sc));
+                            IFA__SHAPE(of), IFA__SHAPE(sc));
             RETURN_IF_ERROR(check_aq_param(of, "antiquant_offset", job, table->B, max_len,
                                            &job->offset));
         }
     } else {
-        RETURN_ERROR_IF(ifa__sel_present(sc) || ifa__sel_present(of), IFA_ERR_INVALID_ARGUMENT,
+        RETURN_ERROR_IF(ifa__present(sc) || ifa__present(of), IFA_ERR_INVALID_ARGUMENT,
                         "antiquant_scale/antiquant_offset: only apply to an int8 key_cache, got %s",
                         ifa_dtype_name(job->dtype));
     }
 
-    RETURN_IF_ERROR(ifa__sel_check_view(out, "summaries"));
+    RETURN_IF_ERROR(ifa__check_view(out, "summaries"));
     RETURN_ERROR_IF(out->dtype != IFA_DTYPE_FLOAT32, IFA_ERR_INVALID_DTYPE,
                     "summaries: dtype must be float32, got %s", ifa_dtype_name(out->dtype));
     RETURN_ERROR_IF(out->rank != 4 || out->shape[0] != job->num_blocks || out->shape[1] != job->KVN ||
@@ -332,7 +332,7 @@ static ifa_status prepare(const ifa_summary_params *p, ifa_tensor *out, int upda
                     IFA_ERR_INVALID_SHAPE,
                     "summaries: expected shape (num_blocks, KVN, 2, D) = (%" PRId64 ", %" PRId64
                     ", 2, %" PRId64 "), got %s",
-                    job->num_blocks, job->KVN, job->D, IFA__SEL_SHAPE(out));
+                    job->num_blocks, job->KVN, job->D, IFA__SHAPE(out));
     job->out = (char *)out->data;
     job->o_blk = out->strides[0];
     job->o_head = out->strides[1];

@@ -235,7 +235,7 @@ void ifa_select_params_init(ifa_select_params *params) {
 /* SPEC.md 2 for the query: fills B, N-strides and D. */
 static ifa_status check_query(const ifa_select_params *p, sel_job *job, int64_t N, int64_t *B) {
     const ifa_tensor *q = &p->query;
-    RETURN_IF_ERROR(ifa__sel_check_view(q, "query"));
+    RETURN_IF_ERROR(ifa__check_view(q, "query"));
     RETURN_ERROR_IF(q->dtype == IFA_DTYPE_NONE, IFA_ERR_NULL_POINTER, "query: is required");
     RETURN_ERROR_IF(q->dtype != IFA_DTYPE_FLOAT16 && q->dtype != IFA_DTYPE_BFLOAT16 &&
                         q->dtype != IFA_DTYPE_FLOAT32,
@@ -251,11 +251,11 @@ static ifa_status check_query(const ifa_select_params *p, sel_job *job, int64_t 
     job->q_dtype = q->dtype;
     if (bsh) {
         RETURN_ERROR_IF(q->rank != 3, IFA_ERR_INVALID_SHAPE,
-                        "query: layout BSH expects shape (B, 1, N*D), got %s", IFA__SEL_SHAPE(q));
+                        "query: layout BSH expects shape (B, 1, N*D), got %s", IFA__SHAPE(q));
         RETURN_ERROR_IF(q->shape[1] != 1, IFA_ERR_INVALID_SHAPE,
                         "query: sequence length S must be 1 (one decode step), got %" PRId64
                         " in shape %s",
-                        q->shape[1], IFA__SEL_SHAPE(q));
+                        q->shape[1], IFA__SHAPE(q));
         RETURN_ERROR_IF(q->shape[2] % N != 0, IFA_ERR_INVALID_SHAPE,
                         "query: hidden size %" PRId64 " is not a multiple of num_heads %" PRId64,
                         q->shape[2], N);
@@ -265,15 +265,15 @@ static ifa_status check_query(const ifa_select_params *p, sel_job *job, int64_t 
         job->q_sd = q->strides[2];
     } else {
         RETURN_ERROR_IF(q->rank != 4, IFA_ERR_INVALID_SHAPE, "query: layout %s expects shape %s, got %s",
-                        p->layout, bsnd ? "(B, 1, N, D)" : "(B, N, 1, D)", IFA__SEL_SHAPE(q));
+                        p->layout, bsnd ? "(B, 1, N, D)" : "(B, N, 1, D)", IFA__SHAPE(q));
         const int s_dim = bsnd ? 1 : 2, n_dim = bsnd ? 2 : 1;
         RETURN_ERROR_IF(q->shape[s_dim] != 1, IFA_ERR_INVALID_SHAPE,
                         "query: sequence length S must be 1 (one decode step), got %" PRId64
                         " in shape %s",
-                        q->shape[s_dim], IFA__SEL_SHAPE(q));
+                        q->shape[s_dim], IFA__SHAPE(q));
         RETURN_ERROR_IF(q->shape[n_dim] != N, IFA_ERR_INVALID_SHAPE,
                         "query: has %" PRId64 " heads in shape %s but num_heads is %" PRId64,
-                        q->shape[n_dim], IFA__SEL_SHAPE(q), N);
+                        q->shape[n_dim], IFA__SHAPE(q), N);
         job->D = q->shape[3];
         job->q_sb = q->strides[0];
         job->q_sn = q->strides[n_dim];
@@ -281,7 +281,7 @@ static ifa_status check_query(const ifa_select_params *p, sel_job *job, int64_t 
     }
     *B = q->shape[0];
     RETURN_ERROR_IF(*B < 1 || job->D < 1, IFA_ERR_INVALID_SHAPE,
-                    "query: batch and head size must be >= 1, got shape %s", IFA__SEL_SHAPE(q));
+                    "query: batch and head size must be >= 1, got shape %s", IFA__SHAPE(q));
     return IFA_OK;
 }
 
@@ -325,7 +325,7 @@ ifa_status ifa_select_blocks(const ifa_select_params *p, ifa_tensor *block_posit
 
     /* Summaries. */
     const ifa_tensor *s = &p->summaries;
-    RETURN_IF_ERROR(ifa__sel_check_view(s, "summaries"));
+    RETURN_IF_ERROR(ifa__check_view(s, "summaries"));
     RETURN_ERROR_IF(s->dtype == IFA_DTYPE_NONE, IFA_ERR_NULL_POINTER, "summaries: is required");
     RETURN_ERROR_IF(s->dtype != IFA_DTYPE_FLOAT32, IFA_ERR_INVALID_DTYPE,
                     "summaries: dtype must be float32, got %s", ifa_dtype_name(s->dtype));
@@ -333,7 +333,7 @@ ifa_status ifa_select_blocks(const ifa_select_params *p, ifa_tensor *block_posit
                     IFA_ERR_INVALID_SHAPE,
                     "summaries: expected shape (num_blocks, KVN, 2, D) = (num_blocks, %" PRId64
                     ", 2, %" PRId64 "), got %s",
-                    KVN, job.D, IFA__SEL_SHAPE(s));
+                    KVN, job.D, IFA__SHAPE(s));
     RETURN_ERROR_IF(job.D > 1 && s->strides[3] != 1, IFA_ERR_INVALID_ARGUMENT,
                     "summaries: must have unit stride along D, got stride %" PRId64
                     " (pass a contiguous copy)",
@@ -350,7 +350,7 @@ ifa_status ifa_select_blocks(const ifa_select_params *p, ifa_tensor *block_posit
     RETURN_IF_ERROR(ifa__sel_check_table(&p->block_table, &table));
     RETURN_ERROR_IF(table.B != B, IFA_ERR_INVALID_SHAPE,
                     "block_table: expected shape (B, M) with B = %" PRId64 ", got %s", B,
-                    IFA__SEL_SHAPE(&p->block_table));
+                    IFA__SHAPE(&p->block_table));
     RETURN_IF_ERROR(ifa__sel_check_ints(&p->actual_seq_lengths, "actual_seq_lengths", B, &lens));
     RETURN_IF_ERROR(ifa__sel_check_pages(&table, &lens, job.bs, num_blocks, "summaries"));
     job.table = &table;
@@ -358,7 +358,7 @@ ifa_status ifa_select_blocks(const ifa_select_params *p, ifa_tensor *block_posit
 
     /* Outputs. */
     const ifa_tensor *bp = block_position, *lo = lengths;
-    RETURN_IF_ERROR(ifa__sel_check_view(bp, "block_position"));
+    RETURN_IF_ERROR(ifa__check_view(bp, "block_position"));
     RETURN_ERROR_IF(bp->dtype != IFA_DTYPE_INT32, IFA_ERR_INVALID_DTYPE,
                     "block_position: dtype must be int32, got %s", ifa_dtype_name(bp->dtype));
     const int64_t need = ifa__min64(job.k, table.M);
@@ -366,14 +366,14 @@ ifa_status ifa_select_blocks(const ifa_select_params *p, ifa_tensor *block_posit
                     IFA_ERR_INVALID_SHAPE,
                     "block_position: expected shape (B, KVN, P) = (%" PRId64 ", %" PRId64
                     ", P) with P >= min(k, M) = %" PRId64 ", got %s",
-                    B, KVN, need, IFA__SEL_SHAPE(bp));
-    RETURN_IF_ERROR(ifa__sel_check_view(lo, "actual_seq_lengths (output)"));
+                    B, KVN, need, IFA__SHAPE(bp));
+    RETURN_IF_ERROR(ifa__check_view(lo, "actual_seq_lengths (output)"));
     RETURN_ERROR_IF(lo->dtype != IFA_DTYPE_INT32 && lo->dtype != IFA_DTYPE_INT64, IFA_ERR_INVALID_DTYPE,
                     "actual_seq_lengths (output): dtype must be int32 or int64, got %s",
                     ifa_dtype_name(lo->dtype));
     RETURN_ERROR_IF(lo->rank != 1 || lo->shape[0] != B, IFA_ERR_INVALID_SHAPE,
                     "actual_seq_lengths (output): expected shape (%" PRId64 ",), got %s", B,
-                    IFA__SEL_SHAPE(lo));
+                    IFA__SHAPE(lo));
     if (lo->dtype == IFA_DTYPE_INT32) {
         for (int64_t b = 0; b < B; b++)
             RETURN_ERROR_IF(ifa__sel_int_at(&lens, b) > INT32_MAX, IFA_ERR_OVERFLOW,

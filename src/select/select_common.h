@@ -16,66 +16,7 @@
 
 #include "../common.h"
 #include "../convert.h"
-
-static inline int ifa__sel_present(const ifa_tensor *t) {
-    if (t->dtype == IFA_DTYPE_NONE) return 0;
-    if (t->rank < 0 || t->rank > IFA_MAX_RANK) return 1; /* let the view check report it */
-    for (int32_t i = 0; i < t->rank; i++)
-        if (t->shape[i] == 0) return 0;
-    return 1;
-}
-
-static inline int64_t ifa__sel_numel(const ifa_tensor *t) {
-    int64_t n = 1;
-    for (int32_t i = 0; i < t->rank; i++) n *= t->shape[i]; /* overflow excluded by the check */
-    return n;
-}
-
-/* "(2, 8, 128)" into buf. */
-static inline const char *ifa__sel_shape_str(const ifa_tensor *t, char *buf, size_t size) {
-    size_t used = (size_t)snprintf(buf, size, "(");
-    for (int32_t i = 0; i < t->rank && i < IFA_MAX_RANK && used < size; i++)
-        used += (size_t)snprintf(buf + used, size - used, "%s%" PRId64, i ? ", " : "", t->shape[i]);
-    if (t->rank == 1 && used < size) used += (size_t)snprintf(buf + used, size - used, ",");
-    if (used < size) snprintf(buf + used, size - used, ")");
-    return buf;
-}
-#define IFA__SEL_SHAPE(t) ifa__sel_shape_str((t), (char[96]){0}, 96)
-
-/* A view must describe memory it can address (the rule of validate.c's check_view). */
-static inline ifa_status ifa__sel_check_view(const ifa_tensor *t, const char *name) {
-    RETURN_ERROR_IF(t->dtype < IFA_DTYPE_NONE || t->dtype >= IFA_DTYPE_COUNT,
-                    IFA_ERR_INVALID_DTYPE, "%s: unknown dtype code %d", name, (int)t->dtype);
-    RETURN_ERROR_IF(t->rank < 0 || t->rank > IFA_MAX_RANK, IFA_ERR_INVALID_SHAPE,
-                    "%s: rank %d is outside [0, %d]", name, (int)t->rank, IFA_MAX_RANK);
-    int64_t numel = 1, extent = 0;
-    for (int32_t i = 0; i < t->rank; i++) {
-        RETURN_ERROR_IF(t->shape[i] < 0, IFA_ERR_INVALID_SHAPE,
-                        "%s: dimension %d has negative size %" PRId64, name, (int)i, t->shape[i]);
-        RETURN_ERROR_IF(t->strides[i] < 0, IFA_ERR_INVALID_ARGUMENT,
-                        "%s: dimension %d has negative stride %" PRId64
-                        " (pass a copy with non-negative strides)",
-                        name, (int)i, t->strides[i]);
-        RETURN_ERROR_IF(ifa__mul_overflow(numel, t->shape[i], &numel), IFA_ERR_OVERFLOW,
-                        "%s: element count of shape %s overflows 64 bits", name, IFA__SEL_SHAPE(t));
-    }
-    if (numel == 0 || t->dtype == IFA_DTYPE_NONE) return IFA_OK;
-    for (int32_t i = 0; i < t->rank; i++) {
-        int64_t span;
-        RETURN_ERROR_IF(ifa__mul_overflow(t->shape[i] - 1, t->strides[i], &span) ||
-                            ifa__add_overflow(extent, span, &extent),
-                        IFA_ERR_OVERFLOW, "%s: byte extent of shape %s overflows 64 bits", name,
-                        IFA__SEL_SHAPE(t));
-    }
-    int64_t bytes;
-    RETURN_ERROR_IF(ifa__add_overflow(extent, 1, &bytes) ||
-                        ifa__mul_overflow(bytes, (int64_t)ifa_dtype_size(t->dtype), &bytes),
-                    IFA_ERR_OVERFLOW, "%s: byte extent of shape %s overflows 64 bits", name,
-                    IFA__SEL_SHAPE(t));
-    RETURN_ERROR_IF(t->data == NULL, IFA_ERR_NULL_POINTER,
-                    "%s: data pointer is NULL for %" PRId64 " elements", name, numel);
-    return IFA_OK;
-}
+#include "../views.h"
 
 static inline int32_t ifa__sel_load_i32(const char *p) {
     int32_t v;
@@ -119,13 +60,13 @@ static inline int64_t ifa__sel_int_at(const ifa__sel_ints *v, int64_t b) {
  * 1-D, 1 or >= B values, none negative. */
 static inline ifa_status ifa__sel_check_ints(const ifa_tensor *t, const char *name, int64_t B,
                                              ifa__sel_ints *v) {
-    RETURN_IF_ERROR(ifa__sel_check_view(t, name));
-    RETURN_ERROR_IF(!ifa__sel_present(t), IFA_ERR_NULL_POINTER, "%s: is required", name);
+    RETURN_IF_ERROR(ifa__check_view(t, name));
+    RETURN_ERROR_IF(!ifa__present(t), IFA_ERR_NULL_POINTER, "%s: is required", name);
     RETURN_ERROR_IF(t->dtype != IFA_DTYPE_INT32 && t->dtype != IFA_DTYPE_INT64, IFA_ERR_INVALID_DTYPE,
                     "%s: dtype must be int32 or int64, got %s", name, ifa_dtype_name(t->dtype));
     RETURN_ERROR_IF(t->rank > 1, IFA_ERR_INVALID_SHAPE, "%s: must be 1-D, got shape %s", name,
-                    IFA__SEL_SHAPE(t));
-    const int64_t count = ifa__sel_numel(t);
+                    IFA__SHAPE(t));
+    const int64_t count = ifa__numel(t);
     RETURN_ERROR_IF(count != 1 && count < B, IFA_ERR_INVALID_SHAPE,
                     "%s: expected 1 value or at least B = %" PRId64 " values, got %" PRId64, name, B,
                     count);
@@ -153,12 +94,12 @@ static inline int32_t ifa__sel_table_at(const ifa__sel_table *t, int64_t b, int6
 }
 
 static inline ifa_status ifa__sel_check_table(const ifa_tensor *t, ifa__sel_table *v) {
-    RETURN_IF_ERROR(ifa__sel_check_view(t, "block_table"));
+    RETURN_IF_ERROR(ifa__check_view(t, "block_table"));
     RETURN_ERROR_IF(t->dtype == IFA_DTYPE_NONE, IFA_ERR_NULL_POINTER, "block_table: is required");
     RETURN_ERROR_IF(t->dtype != IFA_DTYPE_INT32, IFA_ERR_INVALID_DTYPE,
                     "block_table: dtype must be int32, got %s", ifa_dtype_name(t->dtype));
     RETURN_ERROR_IF(t->rank != 2, IFA_ERR_INVALID_SHAPE, "block_table: expected shape (B, M), got %s",
-                    IFA__SEL_SHAPE(t));
+                    IFA__SHAPE(t));
     v->data = (const char *)t->data;
     v->B = t->shape[0];
     v->M = t->shape[1];
