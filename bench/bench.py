@@ -46,7 +46,14 @@ import subprocess
 import sys
 import time
 
-import torch
+# torch's OpenMP threads busy-wait for a while after each torch op (GNU OpenMP's default policy).
+# Interleaved with ifa's calls, as here (and as in a model, where torch layers surround the
+# attention), those spinning threads take the cores ifa's threads need: measured here, ifa at
+# B=4, L=4K ran at half speed right after a torch op, while torch's own times barely change with
+# the passive policy. So the benchmark asks for it unless the caller chose; docs/benchmarks.md.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402  (after the OpenMP policy is set)
 import torch.nn.functional as F
 
 import custom_ops

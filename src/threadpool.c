@@ -60,11 +60,28 @@ static size_t run_items(ifa__parallel_fn fn, void *ctx, size_t n, int thread) {
     return ran;
 }
 
-/* How long a worker keeps polling for the next job before it sleeps. Decode calls come back to
- * back (one per layer), and waking a sleeping thread costs from microseconds up to a scheduler
- * tick on a busy machine, longer than a short call itself; polling for a while keeps the worker
- * ready without burning a core forever between bursts. */
-#define IFA__SPIN_NS 100000
+/* How long a worker keeps polling for the next job before it sleeps, by default. Decode calls
+ * come back to back (one per layer), and waking a sleeping thread costs from microseconds up to a
+ * scheduler tick on a busy machine, longer than a short call itself; polling for a while keeps
+ * the worker ready without burning a core forever between bursts. IFA_SPIN_US overrides it (0:
+ * sleep at once, for processes whose other threads need the cores right after a call). */
+#define IFA__SPIN_NS_DEFAULT 100000
+
+static uint64_t spin_ns(void) {
+    static _Atomic(int64_t) cached = -1;
+    int64_t v = atomic_load(&cached);
+    if (v < 0) {
+        v = IFA__SPIN_NS_DEFAULT;
+        const char *env = getenv("IFA_SPIN_US");
+        if (env != NULL && *env != '\0') {
+            char *end = NULL;
+            const long us = strtol(env, &end, 10);
+            if (end != env && *end == '\0' && us >= 0 && us <= 10000000) v = (int64_t)us * 1000;
+        }
+        atomic_store(&cached, v);
+    }
+    return (uint64_t)v;
+}
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -72,12 +89,14 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Polls for a generation other than `seen` for up to IFA__SPIN_NS; returns whether one came. */
+/* Polls for a generation other than `seen` for up to spin_ns(); returns whether one came. */
 static int spin_for_job(unsigned long seen) {
+    const uint64_t limit = spin_ns();
+    if (limit == 0) return 0;
     const uint64_t start = now_ns();
     for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&pool.generation, memory_order_acquire) != seen) return 1;
-        if ((i & 255) == 0 && now_ns() - start > IFA__SPIN_NS) return 0;
+        if ((i & 255) == 0 && now_ns() - start > limit) return 0;
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
