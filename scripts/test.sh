@@ -15,21 +15,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 JOBS=${JOBS:-2}
+
+# Each step fails the script on its first error (set -e), so reaching the end means every step
+# passed; the last line counts them in the plain "N passed, N failed" form CI reads.
+STEPS=0
+step() {
+  echo "== $*"
+  STEPS=$((STEPS + 1))
+}
 SAN_ENV=(ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
          UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
 
-echo "== C library, warnings as errors, and the C tests"
+step "C library, warnings as errors, and the C tests"
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DIFA_WERROR=ON >/dev/null
 cmake --build build/release -j"$JOBS"
 ctest --test-dir build/release --output-on-failure -j"$JOBS"
 
-echo "== C tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+step "C tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIFA_WERROR=ON \
       -DIFA_SANITIZE=address,undefined >/dev/null
 cmake --build build/asan -j"$JOBS"
 env "${SAN_ENV[@]}" ctest --test-dir build/asan --output-on-failure -j"$JOBS"
 
-echo "== Fuzz corpus replayed under AddressSanitizer + UndefinedBehaviorSanitizer"
+step "Fuzz corpus replayed under AddressSanitizer + UndefinedBehaviorSanitizer"
 # Already part of the ctest run above when the top-level CMakeLists.txt adds tests/fuzz;
 # otherwise the fuzz directory is built on its own (it builds libifa from the parent).
 if ctest --test-dir build/asan -N 2>/dev/null | grep -q fuzz_replay; then
@@ -43,20 +51,20 @@ else
   env "${SAN_ENV[@]}" ctest --test-dir build/fuzz-replay --output-on-failure -j"$JOBS"
 fi
 
-echo "== Threads under ThreadSanitizer"
+step "Threads under ThreadSanitizer"
 cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIFA_WERROR=ON \
       -DIFA_SANITIZE=thread >/dev/null
 cmake --build build/tsan -j"$JOBS" --target test_threads test_api
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ./build/tsan/tests/c/test_threads
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ./build/tsan/tests/c/test_api
 
-echo "== Python package and its tests"
+step "Python package and its tests"
 "$PYTHON" -m pip install --quiet ".[test]"
 # Run from the tests folder so that `import custom_ops` finds the installed package, not the
 # source tree.
 "$PYTHON" -m pytest tests/python -q -p no:cacheprovider
 
-echo "== Python tests against an ASan+UBSan build of the extension"
+step "Python tests against an ASan+UBSan build of the extension"
 # A second copy of the package, built with the sanitizers, in its own folder; libasan must be
 # the first library loaded, hence LD_PRELOAD. CPython itself leaks at exit, so leak detection
 # is off here (test_stress.py runs its own LeakSanitizer check on the plain build).
@@ -73,7 +81,7 @@ PYTHONPATH="$PWD/build/py-asan" LD_PRELOAD="$LIBASAN" PYTHONMALLOC=malloc IFA_ST
 
 FUZZ_SECONDS=${IFA_FUZZ_SECONDS:-20}
 if command -v clang >/dev/null 2>&1 && [ "$FUZZ_SECONDS" != 0 ]; then
-  echo "== libFuzzer, ${FUZZ_SECONDS} s per target (clang found)"
+  step "libFuzzer, ${FUZZ_SECONDS} s per target (clang found)"
   cmake -S tests/fuzz -B build/fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DIFA_FUZZ=ON -DIFA_SANITIZE=address,undefined >/dev/null
   cmake --build build/fuzz -j"$JOBS" --target fuzz_validate fuzz_pages
@@ -87,3 +95,5 @@ if command -v clang >/dev/null 2>&1 && [ "$FUZZ_SECONDS" != 0 ]; then
 else
   echo "== libFuzzer skipped (no clang, or IFA_FUZZ_SECONDS=0); the corpus replay above ran"
 fi
+
+echo "test.sh: $STEPS passed, 0 failed"
