@@ -99,6 +99,12 @@ typedef struct ifa__problem {
 /* Checks every rule of SPEC.md 2-10 and fills `pb`. `out` may be NULL (validation only). */
 ifa_status ifa__validate(const ifa_params *params, const ifa_tensor *out, ifa__problem *pb);
 
+/* SPEC.md 2, shared with block selection (select/): the layout string, and the query's shape for
+ * a layout and N heads, giving B, D and the (b, n, d) element strides of the query. */
+ifa_status ifa__decode_layout(const char *name, ifa__layout *layout);
+ifa_status ifa__decode_query(const ifa_tensor *q, ifa__layout layout, int64_t N, int64_t *B, int64_t *D,
+                             ifa__view3 *qv);
+
 /* L[b], already validated. */
 int64_t ifa__seq_len(const ifa__problem *pb, int64_t b);
 

@@ -69,6 +69,61 @@ int64_t ifa__seq_len(const ifa__problem *pb, int64_t b) {
 
 /* ---- Sections ------------------------------------------------------------------------------- */
 
+/* SPEC.md 2: the layout string. */
+ifa_status ifa__decode_layout(const char *name, ifa__layout *layout) {
+    RETURN_ERROR_IF(name == NULL, IFA_ERR_NULL_POINTER,
+                    "layout: is NULL (expected \"BSH\", \"BSND\" or \"BNSD\")");
+    if (strcmp(name, "BSH") == 0)
+        *layout = IFA__LAYOUT_BSH;
+    else if (strcmp(name, "BSND") == 0)
+        *layout = IFA__LAYOUT_BSND;
+    else if (strcmp(name, "BNSD") == 0)
+        *layout = IFA__LAYOUT_BNSD;
+    else
+        return ifa__fail(IFA_ERR_INVALID_ARGUMENT,
+                         "layout: expected \"BSH\", \"BSND\" or \"BNSD\", got \"%.32s\"", name);
+    return IFA_OK;
+}
+
+/* SPEC.md 2: the query's shape for its layout and N heads (S = 1, N*D divisible, B and D >= 1,
+ * D capped); fills B, D and the (b, n, d) element strides. The dtype is the caller's rule. */
+ifa_status ifa__decode_query(const ifa_tensor *q, ifa__layout layout, int64_t N, int64_t *B, int64_t *D,
+                             ifa__view3 *qv) {
+    if (layout == IFA__LAYOUT_BSH) {
+        RETURN_ERROR_IF(q->rank != 3, IFA_ERR_INVALID_SHAPE,
+                        "query: layout BSH expects shape (B, 1, N*D), got %s", IFA__SHAPE(q));
+        RETURN_ERROR_IF(q->shape[1] != 1, IFA_ERR_INVALID_SHAPE,
+                        "query: sequence length S must be 1 (one decode step), got %" PRId64
+                        " in shape %s",
+                        q->shape[1], IFA__SHAPE(q));
+        RETURN_ERROR_IF(q->shape[2] % N != 0, IFA_ERR_INVALID_SHAPE,
+                        "query: hidden size %" PRId64 " is not a multiple of num_heads %" PRId64,
+                        q->shape[2], N);
+        *D = q->shape[2] / N;
+        *qv = view3(q, stride_of(q, 0), head_stride(q, 2, N, *D), stride_of(q, 2));
+    } else {
+        const int bsnd = layout == IFA__LAYOUT_BSND;
+        RETURN_ERROR_IF(q->rank != 4, IFA_ERR_INVALID_SHAPE, "query: layout %s expects shape %s, got %s",
+                        bsnd ? "BSND" : "BNSD", bsnd ? "(B, 1, N, D)" : "(B, N, 1, D)", IFA__SHAPE(q));
+        const int64_t s_dim = bsnd ? 1 : 2, n_dim = bsnd ? 2 : 1;
+        RETURN_ERROR_IF(q->shape[s_dim] != 1, IFA_ERR_INVALID_SHAPE,
+                        "query: sequence length S must be 1 (one decode step), got %" PRId64
+                        " in shape %s",
+                        q->shape[s_dim], IFA__SHAPE(q));
+        RETURN_ERROR_IF(q->shape[n_dim] != N, IFA_ERR_INVALID_SHAPE,
+                        "query: has %" PRId64 " heads in shape %s but num_heads is %" PRId64,
+                        q->shape[n_dim], IFA__SHAPE(q), N);
+        *D = q->shape[3];
+        *qv = view3(q, stride_of(q, 0), stride_of(q, (int32_t)n_dim), stride_of(q, 3));
+    }
+    *B = q->shape[0];
+    RETURN_ERROR_IF(*B < 1 || *D < 1, IFA_ERR_INVALID_SHAPE,
+                    "query: batch and head size must be >= 1, got shape %s", IFA__SHAPE(q));
+    RETURN_ERROR_IF(*D > 65536, IFA_ERR_INVALID_SHAPE,
+                    "query: head size D = %" PRId64 " is larger than the supported 65536", *D);
+    return IFA_OK;
+}
+
 static ifa_status check_scalars(const ifa_params *p, ifa__problem *pb) {
     RETURN_ERROR_IF(p->num_heads <= 0, IFA_ERR_INVALID_ARGUMENT,
                     "num_heads: must be >= 1, got %" PRId64, p->num_heads);
@@ -83,17 +138,7 @@ static ifa_status check_scalars(const ifa_params *p, ifa__problem *pb) {
                     "key_num_heads: num_heads %" PRId64 " is not a multiple of key_num_heads %" PRId64,
                     pb->N, pb->KVN);
     pb->G = pb->N / pb->KVN;
-    RETURN_ERROR_IF(p->layout == NULL, IFA_ERR_NULL_POINTER,
-                    "layout: is NULL (expected \"BSH\", \"BSND\" or \"BNSD\")");
-    if (strcmp(p->layout, "BSH") == 0)
-        pb->layout = IFA__LAYOUT_BSH;
-    else if (strcmp(p->layout, "BSND") == 0)
-        pb->layout = IFA__LAYOUT_BSND;
-    else if (strcmp(p->layout, "BNSD") == 0)
-        pb->layout = IFA__LAYOUT_BNSD;
-    else
-        return ifa__fail(IFA_ERR_INVALID_ARGUMENT,
-                         "layout: expected \"BSH\", \"BSND\" or \"BNSD\", got \"%.32s\"", p->layout);
+    RETURN_IF_ERROR(ifa__decode_layout(p->layout, &pb->layout));
     RETURN_ERROR_IF(p->inner_precise != 0 && p->inner_precise != 1, IFA_ERR_INVALID_ARGUMENT,
                     "inner_precise: expected 0 (high precision) or 1 (high performance), got %" PRId64,
                     p->inner_precise);
@@ -114,39 +159,7 @@ static ifa_status check_query(const ifa_params *p, ifa__problem *pb) {
                     ifa_dtype_name(q->dtype));
     pb->q_dtype = q->dtype;
     pb->full_quant = q->dtype == IFA_DTYPE_INT8;
-    const int64_t N = pb->N;
-    if (pb->layout == IFA__LAYOUT_BSH) {
-        RETURN_ERROR_IF(q->rank != 3, IFA_ERR_INVALID_SHAPE,
-                        "query: layout BSH expects shape (B, 1, N*D), got %s", IFA__SHAPE(q));
-        RETURN_ERROR_IF(q->shape[1] != 1, IFA_ERR_INVALID_SHAPE,
-                        "query: sequence length S must be 1 (one decode step), got %" PRId64
-                        " in shape %s",
-                        q->shape[1], IFA__SHAPE(q));
-        RETURN_ERROR_IF(q->shape[2] % N != 0, IFA_ERR_INVALID_SHAPE,
-                        "query: hidden size %" PRId64 " is not a multiple of num_heads %" PRId64,
-                        q->shape[2], N);
-        pb->D = q->shape[2] / N;
-        pb->q = view3(q, stride_of(q, 0), head_stride(q, 2, N, pb->D), stride_of(q, 2));
-    } else {
-        const int bsnd = pb->layout == IFA__LAYOUT_BSND;
-        RETURN_ERROR_IF(q->rank != 4, IFA_ERR_INVALID_SHAPE, "query: layout %s expects shape %s, got %s",
-                        p->layout, bsnd ? "(B, 1, N, D)" : "(B, N, 1, D)", IFA__SHAPE(q));
-        const int64_t s_dim = bsnd ? 1 : 2, n_dim = bsnd ? 2 : 1;
-        RETURN_ERROR_IF(q->shape[s_dim] != 1, IFA_ERR_INVALID_SHAPE,
-                        "query: sequence length S must be 1 (one decode step), got %" PRId64
-                        " in shape %s",
-                        q->shape[s_dim], IFA__SHAPE(q));
-        RETURN_ERROR_IF(q->shape[n_dim] != N, IFA_ERR_INVALID_SHAPE,
-                        "query: has %" PRId64 " heads in shape %s but num_heads is %" PRId64,
-                        q->shape[n_dim], IFA__SHAPE(q), N);
-        pb->D = q->shape[3];
-        pb->q = view3(q, stride_of(q, 0), stride_of(q, (int32_t)n_dim), stride_of(q, 3));
-    }
-    pb->B = q->shape[0];
-    RETURN_ERROR_IF(pb->B < 1 || pb->D < 1, IFA_ERR_INVALID_SHAPE,
-                    "query: batch and head size must be >= 1, got shape %s", IFA__SHAPE(q));
-    RETURN_ERROR_IF(pb->D > 65536, IFA_ERR_INVALID_SHAPE,
-                    "query: head size D = %" PRId64 " is larger than the supported 65536", pb->D);
+    RETURN_IF_ERROR(ifa__decode_query(q, pb->layout, pb->N, &pb->B, &pb->D, &pb->q));
     return IFA_OK;
 }
 

@@ -34,6 +34,7 @@
 #include <stdlib.h>
 
 #include "../threadpool.h"
+#include "../problem.h"
 #include "select_common.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(_M_X64))
@@ -241,47 +242,15 @@ static ifa_status check_query(const ifa_select_params *p, sel_job *job, int64_t 
                         q->dtype != IFA_DTYPE_FLOAT32,
                     IFA_ERR_INVALID_DTYPE, "query: dtype must be float16, bfloat16 or float32, got %s",
                     ifa_dtype_name(q->dtype));
-    RETURN_ERROR_IF(p->layout == NULL, IFA_ERR_NULL_POINTER,
-                    "layout: is NULL (expected \"BSH\", \"BSND\" or \"BNSD\")");
-    const int bsh = strcmp(p->layout, "BSH") == 0, bsnd = strcmp(p->layout, "BSND") == 0;
-    const int bnsd = strcmp(p->layout, "BNSD") == 0;
-    RETURN_ERROR_IF(!bsh && !bsnd && !bnsd, IFA_ERR_INVALID_ARGUMENT,
-                    "layout: expected \"BSH\", \"BSND\" or \"BNSD\", got \"%.32s\"", p->layout);
+    ifa__layout layout;
+    RETURN_IF_ERROR(ifa__decode_layout(p->layout, &layout));
+    ifa__view3 qv;
+    RETURN_IF_ERROR(ifa__decode_query(q, layout, N, B, &job->D, &qv));
     job->q = (const char *)q->data;
     job->q_dtype = q->dtype;
-    if (bsh) {
-        RETURN_ERROR_IF(q->rank != 3, IFA_ERR_INVALID_SHAPE,
-                        "query: layout BSH expects shape (B, 1, N*D), got %s", IFA__SHAPE(q));
-        RETURN_ERROR_IF(q->shape[1] != 1, IFA_ERR_INVALID_SHAPE,
-                        "query: sequence length S must be 1 (one decode step), got %" PRId64
-                        " in shape %s",
-                        q->shape[1], IFA__SHAPE(q));
-        RETURN_ERROR_IF(q->shape[2] % N != 0, IFA_ERR_INVALID_SHAPE,
-                        "query: hidden size %" PRId64 " is not a multiple of num_heads %" PRId64,
-                        q->shape[2], N);
-        job->D = q->shape[2] / N;
-        job->q_sb = q->strides[0];
-        job->q_sn = job->D * q->strides[2];
-        job->q_sd = q->strides[2];
-    } else {
-        RETURN_ERROR_IF(q->rank != 4, IFA_ERR_INVALID_SHAPE, "query: layout %s expects shape %s, got %s",
-                        p->layout, bsnd ? "(B, 1, N, D)" : "(B, N, 1, D)", IFA__SHAPE(q));
-        const int s_dim = bsnd ? 1 : 2, n_dim = bsnd ? 2 : 1;
-        RETURN_ERROR_IF(q->shape[s_dim] != 1, IFA_ERR_INVALID_SHAPE,
-                        "query: sequence length S must be 1 (one decode step), got %" PRId64
-                        " in shape %s",
-                        q->shape[s_dim], IFA__SHAPE(q));
-        RETURN_ERROR_IF(q->shape[n_dim] != N, IFA_ERR_INVALID_SHAPE,
-                        "query: has %" PRId64 " heads in shape %s but num_heads is %" PRId64,
-                        q->shape[n_dim], IFA__SHAPE(q), N);
-        job->D = q->shape[3];
-        job->q_sb = q->strides[0];
-        job->q_sn = q->strides[n_dim];
-        job->q_sd = q->strides[3];
-    }
-    *B = q->shape[0];
-    RETURN_ERROR_IF(*B < 1 || job->D < 1, IFA_ERR_INVALID_SHAPE,
-                    "query: batch and head size must be >= 1, got shape %s", IFA__SHAPE(q));
+    job->q_sb = qv.s0;
+    job->q_sn = qv.s1;
+    job->q_sd = qv.s2;
     return IFA_OK;
 }
 
