@@ -196,11 +196,24 @@ static void gather_rows(const ifa__problem *pb, int64_t b, int64_t h, int64_t tw
     }
 }
 
-/* Unit u of a tile (heads h0 .. h0+nh-1, tokens [t0, t1)): window u / nh, head u % nh. */
+/* Logical tokens per window: about 4 KiB of one head's rows (16 rows of float16 at D = 128, 32 of
+ * int8), between 16 (the AVX-512 tile) and IFA__CHUNK_ROWS. A window is visited for all the heads
+ * of the tile in turn, so in a (blocks, bs, KVN*D) cache a small window means the heads of the
+ * same few tokens, one short contiguous stretch of the page, are read close together in time:
+ * measured, 16-row windows read fp16 caches about 20% faster than 64-row ones, and int8 caches
+ * are fastest at 32 (docs/benchmarks.md). */
+static int64_t window_tokens(const ifa__problem *pb) {
+    int64_t w = 4096 / ifa__max64(1, pb->D * pb->elem_size);
+    w = w < 16 ? 16 : w > IFA__CHUNK_ROWS ? IFA__CHUNK_ROWS : w;
+    return w / 16 * 16;
+}
+
+/* Unit u of a tile (heads h0 .. h0+nh-1, tokens [t0, t1), windows of `window` tokens): window
+ * u / nh, head u % nh. */
 static void gather_unit(const ifa__problem *pb, int64_t b, int64_t h0, int64_t nh, int64_t t0, int64_t t1,
-                        int64_t u, rows_unit *dst) {
-    const int64_t tw = t0 + (u / nh) * IFA__CHUNK_ROWS;
-    gather_rows(pb, b, h0 + u % nh, tw, ifa__min64(tw + IFA__CHUNK_ROWS, t1), dst);
+                        int64_t window, int64_t u, rows_unit *dst) {
+    const int64_t tw = t0 + (u / nh) * window;
+    gather_rows(pb, b, h0 + u % nh, tw, ifa__min64(tw + window, t1), dst);
 }
 
 /* Full quantisation only: the maximum score of head h over [t0, t1), one extra pass over K.
@@ -261,13 +274,15 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
      * order. While unit u computes, its kernels prefetch the rows of unit u + IFA__PREFETCH_UNITS,
      * gathered into a ring of IFA__PREFETCH_UNITS + 1 units. */
     const int64_t ring = IFA__PREFETCH_UNITS + 1;
-    const int64_t windows = ifa__ceil_div(t1 - t0, IFA__CHUNK_ROWS), total = windows * nh;
-    for (int64_t u = 0; u < total && u < IFA__PREFETCH_UNITS; u++) gather_unit(pb, b, h0, nh, t0, t1, u, &units[u]);
+    const int64_t window = window_tokens(pb);
+    const int64_t windows = ifa__ceil_div(t1 - t0, window), total = windows * nh;
+    for (int64_t u = 0; u < total && u < IFA__PREFETCH_UNITS; u++)
+        gather_unit(pb, b, h0, nh, t0, t1, window, u, &units[u]);
     for (int64_t u = 0; u < total; u++) {
         const int64_t ahead = u + IFA__PREFETCH_UNITS;
         const rows_unit *next = NULL;
         if (ahead < total) {
-            gather_unit(pb, b, h0, nh, t0, t1, ahead, &units[ahead % ring]);
+            gather_unit(pb, b, h0, nh, t0, t1, window, ahead, &units[ahead % ring]);
             next = &units[ahead % ring];
         }
         const rows_unit *cur = &units[u % ring];
