@@ -20,7 +20,6 @@ speedup at other block sizes. Writes a JSON file and a PNG plot (error and time 
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 import custom_ops
+from bench import cpu_name  # bench/bench.py, beside this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "examples"))
@@ -36,17 +36,6 @@ import sparse_decode as sd  # noqa: E402
 N, KVN, D = 32, 8, 128
 FRACTIONS = [64, 32, 16, 8, 4, 2]
 SINKS = 1
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class Flusher:

@@ -63,7 +63,6 @@ static void merge_pair(void *arg, size_t item, int thread) {
     const int64_t split_stride = pb->KVN * c->state_floats;
     float *first = c->states + (b * c->splits * pb->KVN + h) * c->state_floats;
     for (int64_t s = 1; s < c->splits; s++) ifa__state_merge(first, first + s * split_stride, pb->G, pb->D);
-    /* The tile scratch is free again in this phase (ifa__tile_scratch_floats >= 5*D). */
     ifa__write_output(pb, c->kt, b, h, first, c->scratch + (int64_t)thread * c->scratch_floats);
 }
 
@@ -95,7 +94,8 @@ ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num
     if (threads < 1) threads = 1;
 
     c.state_floats = ifa__state_floats(pb->G, pb->D);
-    c.scratch_floats = ifa__tile_scratch_floats(pb, c.group_heads);
+    /* Per-thread scratch serves the tiles, then the merge phase's output rows. */
+    c.scratch_floats = ifa__max64(ifa__tile_scratch_floats(pb, c.group_heads), ifa__output_scratch_floats(pb));
     int64_t state_total, scratch_total, bytes;
     RETURN_ERROR_IF(ifa__mul_overflow(pb->B * c.splits * pb->KVN, c.state_floats, &state_total) ||
                         ifa__mul_overflow(threads, c.scratch_floats, &scratch_total) ||

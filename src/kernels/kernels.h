@@ -75,6 +75,13 @@ typedef struct ifa__kernel_table {
     int needs_unit_d_stride; /* 1: use the reference kernels when d_stride != 1 */
 } ifa__kernel_table;
 
+/* Prefetches every cache line of rows [j0, j1) of a kernel's `prefetch` list (rows of
+ * row_bytes bytes): the share of the next call's rows that one step of a kernel issues. */
+static inline void ifa__prefetch_rows(const void *const *prefetch, int64_t j0, int64_t j1, int64_t row_bytes) {
+    for (int64_t j = j0; j < j1; j++)
+        for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch((const char *)prefetch[j] + b, 0, 3);
+}
+
 /* The reference table: scalar C, always built, the oracle the ISA kernels are tested against. */
 extern const ifa__kernel_table ifa__kernels_ref;
 #if defined(IFA_HAVE_AVX2_KERNELS)

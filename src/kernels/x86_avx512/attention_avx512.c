@@ -148,12 +148,6 @@ IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D
         _mm512_mask_storeu_ps(scores + g * ld, smask, tree34(part[g][0], part[g][1], part[g][2], part[g][3]));
 }
 
-/* Prefetches rows [j0, j1) of the caller's next-call list: every cache line of each row. */
-IFA__INLINE void prefetch_share(const void *const *prefetch, int64_t j0, int64_t j1, int64_t row_bytes) {
-    for (int64_t j = j0; j < j1; j++)
-        for (int64_t b = 0; b < row_bytes; b += 64) _mm_prefetch((const char *)prefetch[j] + b, _MM_HINT_T0);
-}
-
 IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *const *krows, int64_t n,
                          float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
     const int64_t row_bytes = D * elem_size(kind);
@@ -161,7 +155,7 @@ IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, c
         const int64_t m = n - i0 < 16 ? n - i0 : 16;
         /* This tile's share of the next call's rows: spreading the prefetches over the tiles keeps
          * a steady number of misses in flight instead of one burst the miss buffers cannot hold. */
-        prefetch_share(prefetch, i0 * n_prefetch / n, (i0 + m) * n_prefetch / n, row_bytes);
+        ifa__prefetch_rows(prefetch, i0 * n_prefetch / n, (i0 + m) * n_prefetch / n, row_bytes);
         const char *rows[16];
         for (int64_t r = 0; r < 16; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
         const __mmask16 smask = tail_mask(m);
@@ -227,10 +221,10 @@ IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, 
     /* Each 64-float slice of D streams every row once; the next call's rows are prefetched in
      * shares spread over the slices, as in qk. */
     for (; d0 + 64 <= D; d0 += 64, done++) {
-        prefetch_share(prefetch, done * n_prefetch / slices, (done + 1) * n_prefetch / slices, row_bytes);
+        ifa__prefetch_rows(prefetch, done * n_prefetch / slices, (done + 1) * n_prefetch / slices, row_bytes);
         pv_heads(kind, 4, p, ld, G, D, v, n, acc, d0, 0);
     }
-    prefetch_share(prefetch, done * n_prefetch / slices, n_prefetch, row_bytes);
+    ifa__prefetch_rows(prefetch, done * n_prefetch / slices, n_prefetch, row_bytes);
     for (; d0 + 16 <= D; d0 += 16) pv_heads(kind, 1, p, ld, G, D, v, n, acc, d0, 0);
     if (d0 < D) pv_heads(kind, 0, p, ld, G, D, v, n, acc, d0, tail_mask(D - d0));
 }
