@@ -174,7 +174,8 @@ typedef struct rows_unit {
     const void *v[IFA__CHUNK_ROWS];
     int64_t pos[IFA__CHUNK_ROWS];
     int64_t n;
-    int64_t k_d, v_d; /* element strides along d (the same for every row of a head) */
+    int64_t k_d, v_d;           /* element strides along d (the same for every row of a head) */
+    int64_t k_head, v_head;     /* byte strides from a row of head h to the same row of head h+1 */
 } rows_unit;
 
 /* Fills u with the existing tokens of head h in [tw, te) (te - tw <= IFA__CHUNK_ROWS). */
@@ -185,6 +186,8 @@ static void gather_rows(const ifa__problem *pb, int64_t b, int64_t h, int64_t tw
     ifa__kv_cursor_init(&cur, pb, b, h, tw, te);
     u->n = 0;
     u->k_d = u->v_d = 1;
+    u->k_head = cur.k.s_head * es;
+    u->v_head = cur.v.s_head * es;
     while (ifa__kv_cursor_next(&cur, &seg)) {
         u->k_d = seg.k_d;
         u->v_d = seg.v_d;
@@ -209,11 +212,28 @@ static int64_t window_tokens(const ifa__problem *pb) {
 }
 
 /* Unit u of a tile (heads h0 .. h0+nh-1, tokens [t0, t1), windows of `window` tokens): window
- * u / nh, head u % nh. */
+ * u / nh, head u % nh. Every head of a window but the sparse form's has the same pages, so only
+ * the first head of a window walks the pages (into *base); the others shift its rows by their
+ * head offset. Units are gathered in order, so *base always holds the current window. */
 static void gather_unit(const ifa__problem *pb, int64_t b, int64_t h0, int64_t nh, int64_t t0, int64_t t1,
-                        int64_t window, int64_t u, rows_unit *dst) {
-    const int64_t tw = t0 + (u / nh) * window;
-    gather_rows(pb, b, h0 + u % nh, tw, ifa__min64(tw + window, t1), dst);
+                        int64_t window, int64_t u, rows_unit *base, rows_unit *dst) {
+    const int64_t tw = t0 + (u / nh) * window, te = ifa__min64(tw + window, t1), i = u % nh;
+    if (pb->form == IFA__KV_PAGED_SPARSE) {
+        gather_rows(pb, b, h0 + i, tw, te, dst);
+        return;
+    }
+    if (i == 0) gather_rows(pb, b, h0, tw, te, base);
+    const int64_t dk = i * base->k_head, dv = i * base->v_head;
+    dst->n = base->n;
+    dst->k_d = base->k_d;
+    dst->v_d = base->v_d;
+    dst->k_head = base->k_head;
+    dst->v_head = base->v_head;
+    for (int64_t r = 0; r < base->n; r++) {
+        dst->k[r] = (const char *)base->k[r] + dk;
+        dst->v[r] = (const char *)base->v[r] + dv;
+        dst->pos[r] = base->pos[r];
+    }
 }
 
 /* Full quantisation only: the maximum score of head h over [t0, t1), one extra pass over K.
@@ -258,7 +278,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
     float *alpha = scratch + nh * per_head, *s = alpha + G;
     const int finish = needs_finish(pb);
     const ifa__kv_kind kind = kv_kind(pb->kv_dtype);
-    rows_unit units[IFA__PREFETCH_UNITS + 1];
+    rows_unit units[IFA__PREFETCH_UNITS + 1], base;
     for (int64_t i = 0; i < nh; i++) {
         float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
         float *state = states + i * state_floats;
@@ -277,12 +297,12 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
     const int64_t window = window_tokens(pb);
     const int64_t windows = ifa__ceil_div(t1 - t0, window), total = windows * nh;
     for (int64_t u = 0; u < total && u < IFA__PREFETCH_UNITS; u++)
-        gather_unit(pb, b, h0, nh, t0, t1, window, u, &units[u]);
+        gather_unit(pb, b, h0, nh, t0, t1, window, u, &base, &units[u]);
     for (int64_t u = 0; u < total; u++) {
         const int64_t ahead = u + IFA__PREFETCH_UNITS;
         const rows_unit *next = NULL;
         if (ahead < total) {
-            gather_unit(pb, b, h0, nh, t0, t1, window, ahead, &units[ahead % ring]);
+            gather_unit(pb, b, h0, nh, t0, t1, window, ahead, &base, &units[ahead % ring]);
             next = &units[ahead % ring];
         }
         const rows_unit *cur = &units[u % ring];

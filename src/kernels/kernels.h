@@ -75,11 +75,21 @@ typedef struct ifa__kernel_table {
     int needs_unit_d_stride; /* 1: use the reference kernels when d_stride != 1 */
 } ifa__kernel_table;
 
-/* Prefetches every cache line of rows [j0, j1) of a kernel's `prefetch` list (rows of
+/* Rows of the `prefetch` list that each of `steps` steps of a kernel takes (the last may take
+ * fewer): one division per call, not one per step. */
+static inline int64_t ifa__prefetch_share(int64_t n_prefetch, int64_t steps) {
+    return steps > 0 ? (n_prefetch + steps - 1) / steps : n_prefetch;
+}
+
+/* Prefetches every cache line of rows [j0, min(j1, n)) of a kernel's `prefetch` list (rows of
  * row_bytes bytes): the share of the next call's rows that one step of a kernel issues. */
-static inline void ifa__prefetch_rows(const void *const *prefetch, int64_t j0, int64_t j1, int64_t row_bytes) {
-    for (int64_t j = j0; j < j1; j++)
-        for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch((const char *)prefetch[j] + b, 0, 3);
+static inline void ifa__prefetch_rows(const void *const *prefetch, int64_t j0, int64_t j1, int64_t n,
+                                      int64_t row_bytes) {
+    if (j1 > n) j1 = n;
+    for (int64_t j = j0; j < j1; j++) {
+        const char *row = (const char *)prefetch[j];
+        for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(row + b, 0, 3);
+    }
 }
 
 /* The reference table: scalar C, always built, the oracle the ISA kernels are tested against. */

@@ -151,11 +151,13 @@ IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D
 IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *const *krows, int64_t n,
                          float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
     const int64_t row_bytes = D * elem_size(kind);
-    for (int64_t i0 = 0; i0 < n; i0 += 16) {
+    /* Each tile prefetches its share of the next call's rows: spreading the prefetches over the
+     * tiles keeps a steady number of misses in flight instead of one burst the miss buffers
+     * cannot hold. */
+    const int64_t share = ifa__prefetch_share(n_prefetch, (n + 15) / 16);
+    for (int64_t i0 = 0, pf = 0; i0 < n; i0 += 16, pf += share) {
         const int64_t m = n - i0 < 16 ? n - i0 : 16;
-        /* This tile's share of the next call's rows: spreading the prefetches over the tiles keeps
-         * a steady number of misses in flight instead of one burst the miss buffers cannot hold. */
-        ifa__prefetch_rows(prefetch, i0 * n_prefetch / n, (i0 + m) * n_prefetch / n, row_bytes);
+        ifa__prefetch_rows(prefetch, pf, pf + share, n_prefetch, row_bytes);
         const char *rows[16];
         for (int64_t r = 0; r < 16; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
         const __mmask16 smask = tail_mask(m);
@@ -216,15 +218,15 @@ IFA__INLINE void pv_heads(const int kind, const int W, const float *p, int64_t l
 IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v,
                          int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
     const int64_t row_bytes = D * elem_size(kind);
-    const int64_t slices = (D + 63) / 64;
-    int64_t d0 = 0, done = 0;
+    const int64_t share = ifa__prefetch_share(n_prefetch, (D + 63) / 64);
+    int64_t d0 = 0, pf = 0;
     /* Each 64-float slice of D streams every row once; the next call's rows are prefetched in
      * shares spread over the slices, as in qk. */
-    for (; d0 + 64 <= D; d0 += 64, done++) {
-        ifa__prefetch_rows(prefetch, done * n_prefetch / slices, (done + 1) * n_prefetch / slices, row_bytes);
+    for (; d0 + 64 <= D; d0 += 64, pf += share) {
+        ifa__prefetch_rows(prefetch, pf, pf + share, n_prefetch, row_bytes);
         pv_heads(kind, 4, p, ld, G, D, v, n, acc, d0, 0);
     }
-    ifa__prefetch_rows(prefetch, done * n_prefetch / slices, n_prefetch, row_bytes);
+    ifa__prefetch_rows(prefetch, pf, n_prefetch, n_prefetch, row_bytes);
     for (; d0 + 16 <= D; d0 += 16) pv_heads(kind, 1, p, ld, G, D, v, n, acc, d0, 0);
     if (d0 < D) pv_heads(kind, 0, p, ld, G, D, v, n, acc, d0, tail_mask(D - d0));
 }
