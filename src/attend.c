@@ -27,10 +27,51 @@
 #include "kv_pages.h"
 #include "softmax_state.h"
 
-/* Scratch layout (floats): per head of the tile { q'[G*D] | bias[G] | qsum[G] }, then
- * alpha[G] | s[G*CHUNK] | rows[5*D] shared by the heads. */
+/* Scratch layout (floats): per head of the tile { q'[G*D] | bias[G] | qsum[G] | qscale[G] |
+ * q16[G*D int16] }, then alpha[G] | s[G*CHUNK] | rows[5*D] shared by the heads. qscale and q16
+ * are the int16 query of the integer qk (int8 KV, inner_precise = 1); qscale[0] < 0 means the
+ * head uses the float qk. */
+static int64_t head_scratch_floats(const ifa__problem *pb) {
+    return pb->G * pb->D + 3 * pb->G + ifa__ceil_div(pb->G * pb->D, 2);
+}
+
 int64_t ifa__tile_scratch_floats(const ifa__problem *pb, int64_t max_heads) {
-    return max_heads * (pb->G * pb->D + 2 * pb->G) + pb->G + pb->G * IFA__CHUNK_ROWS + 5 * pb->D;
+    return max_heads * head_scratch_floats(pb) + pb->G + pb->G * IFA__CHUNK_ROWS + 5 * pb->D;
+}
+
+/* Largest |q16| for which D products of q16 and an int8 (|k| <= 128) add up exactly in int32. */
+static int32_t q16_limit(int64_t D) {
+    const int64_t lim = (int64_t)INT32_MAX / (128 * ifa__max64(1, D));
+    return (int32_t)ifa__min64(32767, lim);
+}
+
+/* The integer qk's query (inner_precise = 1, int8 KV, not full quantisation, and a table that
+ * has the kernel): q16 = rne(q' / qscale) with qscale = max|q'| / limit, per query head. The
+ * relative error of a score is about 2^-16 of max|q'| * |k|, far inside SPEC.md 11's 2e-3. A
+ * head with a non-finite q' keeps the float qk (qscale[0] = -1), so Inf and NaN propagate as
+ * they do there. */
+static void quantise_query16(const ifa__problem *pb, const float *qp, float *qscale, int16_t *q16) {
+    const int64_t G = pb->G, D = pb->D;
+    const int32_t lim = q16_limit(D);
+    for (int64_t g = 0; g < G; g++) {
+        const float *qg = qp + g * D;
+        float amax = 0.0f;
+        for (int64_t d = 0; d < D; d++) amax = fabsf(qg[d]) > amax ? fabsf(qg[d]) : amax;
+        if (!isfinite(amax)) {
+            qscale[0] = -1.0f;
+            return;
+        }
+        qscale[g] = amax / (float)lim;
+        const float inv = amax > 0.0f ? (float)lim / amax : 0.0f;
+        for (int64_t d = 0; d < D; d++) {
+            const float x = nearbyintf(qg[d] * inv);
+            q16[g * D + d] = (int16_t)(x > (float)lim ? lim : x < (float)-lim ? -lim : x);
+        }
+    }
+}
+
+static int uses_q16(const ifa__problem *pb, const ifa__kernel_table *kt) {
+    return pb->kv_dtype == IFA_DTYPE_INT8 && pb->inner_precise == 1 && !pb->full_quant && kt->qk_i8_q16 != NULL;
 }
 
 static ifa__kv_kind kv_kind(ifa_dtype d) {
@@ -260,12 +301,16 @@ static void full_quant_max(const ifa__problem *pb, const ifa__kernel_table *kt, 
  * take, whose rows the kernels prefetch while they work on these. */
 static void attend_unit(const ifa__problem *pb, const ifa__kernel_table *kt, ifa__kv_kind kind, int finish,
                         int64_t b, int64_t h, const rows_unit *u, const rows_unit *next, const float *qp,
-                        const float *bias, const float *qsum, float *s, float *alpha, float *state) {
+                        const float *bias, const float *qsum, const float *qscale, const int16_t *q16, float *s,
+                        float *alpha, float *state) {
     const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
     const int64_t npf = next != NULL && next->k_d == 1 && next->v_d == 1 ? next->n : 0;
     const ifa__kernel_table *kk = kt->needs_unit_d_stride && u->k_d != 1 ? &ifa__kernels_ref : kt;
     const ifa__kernel_table *kv = kt->needs_unit_d_stride && u->v_d != 1 ? &ifa__kernels_ref : kt;
-    kk->qk[kind](qp, G, D, u->k, u->k_d, u->n, s, ld, npf ? next->k : NULL, npf);
+    if (q16 != NULL && qscale[0] >= 0.0f && u->k_d == 1)
+        kt->qk_i8_q16(q16, qscale, G, D, u->k, u->n, s, ld, npf ? next->k : NULL, npf);
+    else
+        kk->qk[kind](qp, G, D, u->k, u->k_d, u->n, s, ld, npf ? next->k : NULL, npf);
     if (finish) finish_scores(pb, b, h, u->pos, u->n, bias, qsum, s, ld);
     softmax_update(pb, kt, b, u->pos, u->n, s, ld, state, alpha);
     kv->pv[kind](s, ld, G, D, u->v, u->v_d, u->n, ifa__state_acc(state, G), npf ? next->v : NULL, npf);
@@ -273,11 +318,12 @@ static void attend_unit(const ifa__problem *pb, const ifa__kernel_table *kt, ifa
 
 void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h0, int64_t nh,
                       int64_t t0, int64_t t1, float *states, float *scratch) {
-    const int64_t G = pb->G, D = pb->D, per_head = G * D + 2 * G;
+    const int64_t G = pb->G, D = pb->D, per_head = head_scratch_floats(pb);
     const int64_t state_floats = ifa__state_floats(G, D);
     float *alpha = scratch + nh * per_head, *s = alpha + G;
     const int finish = needs_finish(pb);
     const ifa__kv_kind kind = kv_kind(pb->kv_dtype);
+    const int q16_path = uses_q16(pb, kt);
     rows_unit units[IFA__PREFETCH_UNITS + 1], base;
     for (int64_t i = 0; i < nh; i++) {
         float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
@@ -285,6 +331,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
         ifa__state_init(state, G, D);
         if (t1 <= t0) continue;
         prepare_query(pb, kt, b, h0 + i, qp, bias, qsum, s + G * IFA__CHUNK_ROWS);
+        if (q16_path) quantise_query16(pb, qp, qsum + G, (int16_t *)(qsum + 2 * G));
         if (pb->full_quant)
             full_quant_max(pb, kt, b, h0 + i, t0, t1, qp, bias, qsum, s, ifa__state_m(state, G), &units[0]);
     }
@@ -307,9 +354,10 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
         }
         const rows_unit *cur = &units[u % ring];
         const int64_t i = u % nh;
-        const float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
+        const float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G, *qscale = qsum + G;
+        const int16_t *q16 = q16_path ? (const int16_t *)(qscale + G) : NULL;
         if (cur->n > 0)
-            attend_unit(pb, kt, kind, finish, b, h0 + i, cur, next, qp, bias, qsum, s, alpha,
+            attend_unit(pb, kt, kind, finish, b, h0 + i, cur, next, qp, bias, qsum, qscale, q16, s, alpha,
                         states + i * state_floats);
     }
 }

@@ -44,6 +44,17 @@ typedef void (*ifa__pv_fn)(const float *p, int64_t ld, int64_t G, int64_t D, con
                            int64_t d_stride, int64_t n, float *acc, const void *const *prefetch,
                            int64_t n_prefetch);
 
+/* qk for int8 K on a query quantised to int16 (inner_precise = 1 only, attend.c):
+ *
+ *   scores[g*ld + i] = qscale[g] * (float)(sum_d q16[g*D + d] * K(i, d))
+ *
+ * The sum is exact in int32 (the caller bounds |q16| so that D * 128 * max|q16| < 2^31), so every
+ * implementation gives the same bits; AVX-512 VNNI does it with VPDPWSSD, two products per lane,
+ * half the instructions of the float path. K rows have unit d stride. */
+typedef void (*ifa__qk_q16_fn)(const int16_t *q16, const float *qscale, int64_t G, int64_t D,
+                               const void *const *rows, int64_t n, float *scores, int64_t ld,
+                               const void *const *prefetch, int64_t n_prefetch);
+
 /* Most rows one qk/pv call takes. */
 #define IFA__KERNEL_MAX_ROWS 64
 
@@ -69,6 +80,7 @@ typedef struct ifa__kernel_table {
     const char *isa; /* "ref", "avx2", "avx512" */
     ifa__qk_fn qk[IFA__KV_KIND_COUNT];
     ifa__pv_fn pv[IFA__KV_KIND_COUNT];
+    ifa__qk_q16_fn qk_i8_q16; /* NULL: this table has no integer qk (attend.c uses qk[IFA__KV_I8]) */
     ifa__softmax_fn softmax;
     ifa__f16_to_f32_fn f16_to_f32;
     ifa__f32_to_f16_fn f32_to_f16;

@@ -238,6 +238,56 @@ static void sweep(int qk)
     tst_note("%lld cases over %d ISA(s)", (long long)cases, count);
 }
 
+/* The integer qk (int8 K, int16 query): exact in int32, so a table's result must equal the
+ * reference bit for bit. q16 spans the full int16 range the caller allows (|q16| <= 32767 for
+ * D <= 512), the K rows the full int8 range including -128. */
+static void check_qk_q16(const ifa__kernel_table *t, int64_t D, int64_t n, int64_t G, uint64_t seed)
+{
+    rng r = rng_seed(seed);
+    const int64_t stride = pick_stride(D, &r);
+    int8_t *k = malloc((size_t)((n - 1) * stride + D));
+    for (int64_t i = 0; i < (n - 1) * stride + D; i++) k[i] = (int8_t)(rng_next(&r) & 0xFF);
+    int16_t *q = malloc((size_t)(G * D) * sizeof *q);
+    for (int64_t i = 0; i < G * D; i++) q[i] = (int16_t)((int32_t)(rng_next(&r) % 65535u) - 32767);
+    float qscale[8] = { 0 };
+    for (int64_t g = 0; g < G; g++) qscale[g] = (float)(g + 1) * 0x1p-20f;
+    float *got = malloc((size_t)(G * LD) * sizeof *got), *want = malloc((size_t)(G * LD) * sizeof *want);
+    for (int64_t i = 0; i < G * LD; i++) got[i] = want[i] = SENTINEL;
+    const void *rows[64] = { 0 }, *pf[64] = { 0 };
+    row_pointers(k, IFA__KV_I8, n, stride, seed, rows, pf);
+    ifa__kernels_ref.qk_i8_q16(q, qscale, G, D, rows, n, want, LD, NULL, 0);
+    t->qk_i8_q16(q, qscale, G, D, rows, n, got, LD, pf, n);
+    for (int64_t i = 0; i < G * LD; i++)
+        if (got[i] != want[i]) {
+            CHECK_MSG(0, "%s qk_i8_q16 D=%lld n=%lld G=%lld: scores[%lld][%lld] = %.9g, ref %.9g", t->isa,
+                      (long long)D, (long long)n, (long long)G, (long long)(i / LD), (long long)(i % LD), got[i],
+                      want[i]);
+            break;
+        }
+    free(k);
+    free(q);
+    free(got);
+    free(want);
+}
+
+static void test_qk_q16_edges(void)
+{
+    const ifa__kernel_table *tables[2];
+    const int count = isa_tables(tables, 0);
+    int64_t cases = 0;
+    for (int ti = 0; ti < count; ti++) {
+        if (tables[ti]->qk_i8_q16 == NULL) {
+            tst_note("%s: no integer qk kernel (the float qk serves int8 KV there)", tables[ti]->isa);
+            continue;
+        }
+        for (int64_t a = 0; a < NELEMS(k_ds); a++)
+            for (int64_t b = 0; b < NELEMS(k_ns); b++)
+                for (int64_t c = 0; c < NELEMS(k_gs); c++, cases++)
+                    check_qk_q16(tables[ti], k_ds[a], k_ns[b], k_gs[c], (uint64_t)((a * 31 + b) * 31 + c) + 77u);
+    }
+    tst_note("%lld cases", (long long)cases);
+}
+
 static void test_qk_edges(void) { sweep(1); }
 static void test_pv_edges(void) { sweep(0); }
 
@@ -353,6 +403,7 @@ int main(int argc, char **argv)
     static const tst_case cases[] = {
         TST_CASE(test_qk_edges),
         TST_CASE(test_pv_edges),
+        TST_CASE(test_qk_q16_edges),
         TST_CASE(test_softmax),
         TST_CASE(test_exp_range),
     };

@@ -63,6 +63,21 @@ IFA__DEFINE_REF_KERNELS(bf16, load_bf16)
 IFA__DEFINE_REF_KERNELS(f32, load_f32)
 IFA__DEFINE_REF_KERNELS(i8, load_i8)
 
+/* int32 like the SIMD kernels: the caller's bound on q16 keeps the sum from overflowing. */
+static void qk_i8_q16_ref(const int16_t *q16, const float *qscale, int64_t G, int64_t D, const void *const *rows,
+                          int64_t n, float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
+    (void)prefetch;
+    (void)n_prefetch;
+    for (int64_t i = 0; i < n; i++) {
+        const int8_t *k = (const int8_t *)rows[i];
+        for (int64_t g = 0; g < G; g++) {
+            int32_t sum = 0;
+            for (int64_t d = 0; d < D; d++) sum += (int32_t)q16[g * D + d] * (int32_t)k[d];
+            scores[g * ld + i] = qscale[g] * (float)sum;
+        }
+    }
+}
+
 static void softmax_ref(float *s, int64_t ld, int64_t G, int64_t n, float *m, float *l, float *alpha) {
     for (int64_t g = 0; g < G; g++) {
         float *sg = s + g * ld;
@@ -97,6 +112,7 @@ const ifa__kernel_table ifa__kernels_ref = {
     .isa = "ref",
     .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
     .pv = {[IFA__KV_F16] = pv_f16, [IFA__KV_BF16] = pv_bf16, [IFA__KV_F32] = pv_f32, [IFA__KV_I8] = pv_i8},
+    .qk_i8_q16 = qk_i8_q16_ref,
     .softmax = softmax_ref,
     .f16_to_f32 = f16_to_f32_ref,
     .f32_to_f16 = f32_to_f16_ref,

@@ -172,6 +172,82 @@ IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, c
     }
 }
 
+/* ---- qk, int8 K on an int16 query (VPDPWSSD) ---------------------------------------------- */
+
+/* The trees above in int32: the same shuffles, integer adds (the partial sums are exact). */
+IFA__INLINE __m512i tree12i(__m512i a, __m512i b, __m512i c, __m512i d) {
+    const __m512i ab = _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                        _mm512_shuffle_i32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m512i cd = _mm512_add_epi32(_mm512_shuffle_i32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)),
+                                        _mm512_shuffle_i32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+IFA__INLINE __m512i tree34i(__m512i e0, __m512i e1, __m512i e2, __m512i e3) {
+    const __m512i f01 = _mm512_add_epi32(_mm512_unpacklo_epi32(e0, e1), _mm512_unpackhi_epi32(e0, e1));
+    const __m512i f23 = _mm512_add_epi32(_mm512_unpacklo_epi32(e2, e3), _mm512_unpackhi_epi32(e2, e3));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(f01, f23), _mm512_unpackhi_epi64(f01, f23));
+}
+
+/* 32 int8 of a row sign-extended to int16 (masked: lanes outside m are 0 and not read). */
+IFA__INLINE __m512i load32_i8(const int8_t *p, __mmask32 m) {
+    return _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, p));
+}
+
+/* As qk_tile: 16 rows x GB heads, 4 groups of 4 rows, 16 int32 accumulators, 32 elements of D per
+ * step, two products per lane per VPDPWSSD. */
+IFA__INLINE void qk_q16_tile(const int GB, const int16_t *q, const float *qscale, int64_t D,
+                             const char *const *rows, float *scores, int64_t ld, __mmask16 smask) {
+    const int64_t Dv = D & ~(int64_t)31;
+    __m512i part[4][4];
+    for (int t = 0; t < 4; t++) {
+        const int8_t *r0 = (const int8_t *)rows[t], *r1 = (const int8_t *)rows[t + 4];
+        const int8_t *r2 = (const int8_t *)rows[t + 8], *r3 = (const int8_t *)rows[t + 12];
+        __m512i acc[4][4];
+        for (int g = 0; g < GB; g++)
+            for (int j = 0; j < 4; j++) acc[g][j] = _mm512_setzero_si512();
+        for (int64_t d = 0; d < D; d += 32) {
+            const __mmask32 m = d < Dv ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1ull << (D - d)) - 1u);
+            const __m512i k0 = load32_i8(r0 + d, m), k1 = load32_i8(r1 + d, m);
+            const __m512i k2 = load32_i8(r2 + d, m), k3 = load32_i8(r3 + d, m);
+            for (int g = 0; g < GB; g++) {
+                const __m512i qv = _mm512_maskz_loadu_epi16(m, q + g * D + d);
+                acc[g][0] = _mm512_dpwssd_epi32(acc[g][0], qv, k0);
+                acc[g][1] = _mm512_dpwssd_epi32(acc[g][1], qv, k1);
+                acc[g][2] = _mm512_dpwssd_epi32(acc[g][2], qv, k2);
+                acc[g][3] = _mm512_dpwssd_epi32(acc[g][3], qv, k3);
+            }
+        }
+        for (int g = 0; g < GB; g++) part[g][t] = tree12i(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
+    }
+    for (int g = 0; g < GB; g++) {
+        const __m512 sc = _mm512_cvtepi32_ps(tree34i(part[g][0], part[g][1], part[g][2], part[g][3]));
+        _mm512_mask_storeu_ps(scores + g * ld, smask, _mm512_mul_ps(_mm512_set1_ps(qscale[g]), sc));
+    }
+}
+
+static void qk_i8_q16_avx512(const int16_t *q16, const float *qscale, int64_t G, int64_t D, const void *const *krows,
+                             int64_t n, float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
+    const int64_t share = ifa__prefetch_share(n_prefetch, (n + 15) / 16);
+    for (int64_t i0 = 0, pf = 0; i0 < n; i0 += 16, pf += share) {
+        const int64_t m = n - i0 < 16 ? n - i0 : 16;
+        ifa__prefetch_rows(prefetch, pf, pf + share, n_prefetch, D);
+        const char *rows[16];
+        for (int64_t r = 0; r < 16; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
+        const __mmask16 smask = tail_mask(m);
+        float *sc = scores + i0;
+        int64_t g0 = 0;
+        for (; g0 + 4 <= G; g0 += 4) qk_q16_tile(4, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask);
+        switch (G - g0) {
+        case 1: qk_q16_tile(1, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask); break;
+        case 2: qk_q16_tile(2, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask); break;
+        case 3: qk_q16_tile(3, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask); break;
+        default: break;
+        }
+    }
+}
+
 /* ---- pv ----------------------------------------------------------------------------------- */
 
 /* One slice of W full vectors (W*16 floats of D starting at d0), or of one masked vector when
@@ -329,6 +405,7 @@ const ifa__kernel_table ifa__kernels_avx512 = {
     .isa = "avx512",
     .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
     .pv = {[IFA__KV_F16] = pv_f16, [IFA__KV_BF16] = pv_bf16, [IFA__KV_F32] = pv_f32, [IFA__KV_I8] = pv_i8},
+    .qk_i8_q16 = qk_i8_q16_avx512,
     .softmax = softmax_avx512,
     .f16_to_f32 = f16_to_f32_avx512,
     .f32_to_f16 = f32_to_f16_avx512,
