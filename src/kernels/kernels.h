@@ -55,6 +55,15 @@ typedef void (*ifa__qk_q16_fn)(const int16_t *q16, const float *qscale, int64_t 
                                const void *const *rows, int64_t n, float *scores, int64_t ld,
                                const void *const *prefetch, int64_t n_prefetch);
 
+/* qk for bfloat16 K on a query rounded to bfloat16 (inner_precise = 1 only, attend.c):
+ *
+ *   scores[g*ld + i] = sum_d qb[g*D + d] * K(i, d)       products exact, sums in float32
+ *
+ * which AVX-512 BF16 does with VDPBF16PS, two products per lane, half the instructions of the
+ * float path (VDPBF16PS treats bfloat16 subnormals as 0). K rows have unit d stride. */
+typedef void (*ifa__qk_bf16q_fn)(const uint16_t *qb, int64_t G, int64_t D, const void *const *rows, int64_t n,
+                                 float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch);
+
 /* Most rows one qk/pv call takes. */
 #define IFA__KERNEL_MAX_ROWS 64
 
@@ -81,6 +90,7 @@ typedef struct ifa__kernel_table {
     ifa__qk_fn qk[IFA__KV_KIND_COUNT];
     ifa__pv_fn pv[IFA__KV_KIND_COUNT];
     ifa__qk_q16_fn qk_i8_q16; /* NULL: this table has no integer qk (attend.c uses qk[IFA__KV_I8]) */
+    ifa__qk_bf16q_fn qk_bf16_qbf16; /* NULL: none (attend.c uses qk[IFA__KV_BF16]) */
     ifa__softmax_fn softmax;
     ifa__f16_to_f32_fn f16_to_f32;
     ifa__f32_to_f16_fn f32_to_f16;

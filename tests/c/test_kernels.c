@@ -288,6 +288,61 @@ static void test_qk_q16_edges(void)
     tst_note("%lld cases", (long long)cases);
 }
 
+/* The bfloat16 qk on a bfloat16 query: products exact, float32 sums in another order than the
+ * reference's double ones, so check_qk's bound with q taken as the rounded query. */
+static void check_qk_bf16q(const ifa__kernel_table *t, int64_t D, int64_t n, int64_t G, uint64_t seed)
+{
+    rng r = rng_seed(seed);
+    const int64_t stride = pick_stride(D, &r);
+    void *k = kv_make(IFA__KV_BF16, n, D, stride, &r);
+    float *qf = floats(G * D, &r, -2.0, 2.0);
+    uint16_t *q = malloc((size_t)(G * D) * sizeof *q);
+    for (int64_t i = 0; i < G * D; i++) q[i] = ifa__f32_to_bf16(qf[i]);
+    float *got = malloc((size_t)(G * LD) * sizeof *got), *want = malloc((size_t)(G * LD) * sizeof *want);
+    for (int64_t i = 0; i < G * LD; i++) got[i] = want[i] = SENTINEL;
+    const void *rows[64] = { 0 }, *pf[64] = { 0 };
+    row_pointers(k, IFA__KV_BF16, n, stride, seed, rows, pf);
+    ifa__kernels_ref.qk_bf16_qbf16(q, G, D, rows, n, want, LD, NULL, 0);
+    t->qk_bf16_qbf16(q, G, D, rows, n, got, LD, pf, n);
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t i = 0; i < LD; i++) {
+            const float a = got[g * LD + i], b = want[g * LD + i];
+            double mag = 0.0;
+            for (int64_t d = 0; i < n && d < D; d++)
+                mag += fabs((double)ifa__bf16_to_f32(q[g * D + d]) * kv_get(rows[i], IFA__KV_BF16, d));
+            const int ok = i >= n ? a == SENTINEL : fabs((double)a - b) <= (double)(D / 16 + 8) * 0x1p-23 * mag;
+            if (!ok) {
+                CHECK_MSG(0, "%s qk_bf16_qbf16 D=%lld n=%lld G=%lld: scores[%lld][%lld] = %.9g, ref %.9g", t->isa,
+                          (long long)D, (long long)n, (long long)G, (long long)g, (long long)i, a, b);
+                g = G;
+                break;
+            }
+        }
+    free(k);
+    free(qf);
+    free(q);
+    free(got);
+    free(want);
+}
+
+static void test_qk_bf16q_edges(void)
+{
+    const ifa__kernel_table *tables[2];
+    const int count = isa_tables(tables, 0);
+    int64_t cases = 0;
+    for (int ti = 0; ti < count; ti++) {
+        if (tables[ti]->qk_bf16_qbf16 == NULL) {
+            tst_note("%s: no bfloat16 dot-product qk (the float qk serves bfloat16 KV there)", tables[ti]->isa);
+            continue;
+        }
+        for (int64_t a = 0; a < NELEMS(k_ds); a++)
+            for (int64_t b = 0; b < NELEMS(k_ns); b++)
+                for (int64_t c = 0; c < NELEMS(k_gs); c++, cases++)
+                    check_qk_bf16q(tables[ti], k_ds[a], k_ns[b], k_gs[c], (uint64_t)((a * 31 + b) * 31 + c) + 91u);
+    }
+    tst_note("%lld cases", (long long)cases);
+}
+
 static void test_qk_edges(void) { sweep(1); }
 static void test_pv_edges(void) { sweep(0); }
 
@@ -404,6 +459,7 @@ int main(int argc, char **argv)
         TST_CASE(test_qk_edges),
         TST_CASE(test_pv_edges),
         TST_CASE(test_qk_q16_edges),
+        TST_CASE(test_qk_bf16q_edges),
         TST_CASE(test_softmax),
         TST_CASE(test_exp_range),
     };

@@ -78,6 +78,19 @@ static void qk_i8_q16_ref(const int16_t *q16, const float *qscale, int64_t G, in
     }
 }
 
+static void qk_bf16_qbf16_ref(const uint16_t *qb, int64_t G, int64_t D, const void *const *rows, int64_t n,
+                              float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
+    (void)prefetch;
+    (void)n_prefetch;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t g = 0; g < G; g++) {
+            double sum = 0.0;
+            for (int64_t d = 0; d < D; d++)
+                sum += (double)ifa__bf16_to_f32(qb[g * D + d]) * (double)load_bf16(rows[i], d);
+            scores[g * ld + i] = (float)sum;
+        }
+}
+
 static void softmax_ref(float *s, int64_t ld, int64_t G, int64_t n, float *m, float *l, float *alpha) {
     for (int64_t g = 0; g < G; g++) {
         float *sg = s + g * ld;
@@ -113,6 +126,7 @@ const ifa__kernel_table ifa__kernels_ref = {
     .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
     .pv = {[IFA__KV_F16] = pv_f16, [IFA__KV_BF16] = pv_bf16, [IFA__KV_F32] = pv_f32, [IFA__KV_I8] = pv_i8},
     .qk_i8_q16 = qk_i8_q16_ref,
+    .qk_bf16_qbf16 = qk_bf16_qbf16_ref,
     .softmax = softmax_ref,
     .f16_to_f32 = f16_to_f32_ref,
     .f32_to_f16 = f32_to_f16_ref,
