@@ -20,6 +20,7 @@
  * weak symbol, NULL when the kernel file was not compiled in) likewise.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,24 +271,6 @@ static void check_qk_q16(const ifa__kernel_table *t, int64_t D, int64_t n, int64
     free(want);
 }
 
-static void test_qk_q16_edges(void)
-{
-    const ifa__kernel_table *tables[2];
-    const int count = isa_tables(tables, 0);
-    int64_t cases = 0;
-    for (int ti = 0; ti < count; ti++) {
-        if (tables[ti]->qk_i8_q16 == NULL) {
-            tst_note("%s: no integer qk kernel (the float qk serves int8 KV there)", tables[ti]->isa);
-            continue;
-        }
-        for (int64_t a = 0; a < NELEMS(k_ds); a++)
-            for (int64_t b = 0; b < NELEMS(k_ns); b++)
-                for (int64_t c = 0; c < NELEMS(k_gs); c++, cases++)
-                    check_qk_q16(tables[ti], k_ds[a], k_ns[b], k_gs[c], (uint64_t)((a * 31 + b) * 31 + c) + 77u);
-    }
-    tst_note("%lld cases", (long long)cases);
-}
-
 /* The bfloat16 qk on a bfloat16 query: products exact, float32 sums in another order than the
  * reference's double ones, so check_qk's bound with q taken as the rounded query. */
 static void check_qk_bf16q(const ifa__kernel_table *t, int64_t D, int64_t n, int64_t G, uint64_t seed)
@@ -325,22 +308,37 @@ static void check_qk_bf16q(const ifa__kernel_table *t, int64_t D, int64_t n, int
     free(want);
 }
 
-static void test_qk_bf16q_edges(void)
+/* Sweeps one optional kernel over the edge sizes, for every table that has it. */
+typedef void (*optional_check)(const ifa__kernel_table *t, int64_t D, int64_t n, int64_t G, uint64_t seed);
+
+static void sweep_optional(const char *name, size_t offset, optional_check check, uint64_t salt)
 {
     const ifa__kernel_table *tables[2];
     const int count = isa_tables(tables, 0);
     int64_t cases = 0;
     for (int ti = 0; ti < count; ti++) {
-        if (tables[ti]->qk_bf16_qbf16 == NULL) {
-            tst_note("%s: no bfloat16 dot-product qk (the float qk serves bfloat16 KV there)", tables[ti]->isa);
+        void *fn;
+        memcpy(&fn, (const char *)tables[ti] + offset, sizeof fn);
+        if (fn == NULL) {
+            tst_note("%s: no %s kernel (the float qk serves that KV dtype there)", tables[ti]->isa, name);
             continue;
         }
         for (int64_t a = 0; a < NELEMS(k_ds); a++)
             for (int64_t b = 0; b < NELEMS(k_ns); b++)
                 for (int64_t c = 0; c < NELEMS(k_gs); c++, cases++)
-                    check_qk_bf16q(tables[ti], k_ds[a], k_ns[b], k_gs[c], (uint64_t)((a * 31 + b) * 31 + c) + 91u);
+                    check(tables[ti], k_ds[a], k_ns[b], k_gs[c], (uint64_t)((a * 31 + b) * 31 + c) + salt);
     }
     tst_note("%lld cases", (long long)cases);
+}
+
+static void test_qk_q16_edges(void)
+{
+    sweep_optional("qk_i8_q16", offsetof(ifa__kernel_table, qk_i8_q16), check_qk_q16, 77u);
+}
+
+static void test_qk_bf16q_edges(void)
+{
+    sweep_optional("qk_bf16_qbf16", offsetof(ifa__kernel_table, qk_bf16_qbf16), check_qk_bf16q, 91u);
 }
 
 static void test_qk_edges(void) { sweep(1); }
