@@ -28,9 +28,9 @@
 #include "softmax_state.h"
 
 /* Scratch layout (floats): per head of the tile { q'[G*D] | bias[G] | qsum[G] | qscale[G] |
- * q16[G*D int16] }, then alpha[G] | s[G*CHUNK] | rows[5*D] shared by the heads. qscale and q16
- * are the int16 query of the integer qk (int8 KV, inner_precise = 1); qscale[0] < 0 means the
- * head uses the float qk. With bfloat16 KV at inner_precise = 1, q16 holds q' in bfloat16. */
+ * q16[G*D int16] }, then alpha[G] | s[G*CHUNK] | rows[5*D] shared by the heads. q16 is the
+ * rounded query of inner_precise = 1 (rounded_query below): int16 with its scales in qscale for
+ * int8 KV, bfloat16 for bfloat16 KV; qscale[0] < 0 means the head uses the float qk. */
 static int64_t head_scratch_floats(const ifa__problem *pb) {
     return pb->G * pb->D + 3 * pb->G + ifa__ceil_div(pb->G * pb->D, 2);
 }
@@ -55,9 +55,14 @@ static void quantise_query16(const ifa__problem *pb, const float *qp, float *qsc
     const int32_t lim = q16_limit(D);
     for (int64_t g = 0; g < G; g++) {
         const float *qg = qp + g * D;
+        /* A NaN compares false, so it never raises amax: test every element, not the maximum. */
         float amax = 0.0f;
-        for (int64_t d = 0; d < D; d++) amax = fabsf(qg[d]) > amax ? fabsf(qg[d]) : amax;
-        if (!isfinite(amax)) {
+        int finite = 1;
+        for (int64_t d = 0; d < D; d++) {
+            amax = fabsf(qg[d]) > amax ? fabsf(qg[d]) : amax;
+            finite &= isfinite(qg[d]) != 0;
+        }
+        if (!finite) {
             qscale[0] = -1.0f;
             return;
         }
@@ -74,14 +79,24 @@ static void quantise_query16(const ifa__problem *pb, const float *qp, float *qsc
     }
 }
 
-static int uses_q16(const ifa__problem *pb, const ifa__kernel_table *kt) {
-    return pb->kv_dtype == IFA_DTYPE_INT8 && pb->inner_precise == 1 && !pb->full_quant && kt->qk_i8_q16 != NULL;
+/* Whether the tile's qk takes a rounded query: int8 KV through the integer qk (not with full
+ * quantisation, whose query is int8 already), bfloat16 KV through the VDPBF16PS qk (q' rounded
+ * to bfloat16, an extra relative error of 2^-9 per product, inside SPEC.md 11's 1.6e-2); both at
+ * inner_precise = 1 and where the table has the kernel. */
+static int uses_rounded_query(const ifa__problem *pb, const ifa__kernel_table *kt) {
+    if (pb->inner_precise != 1) return 0;
+    if (pb->kv_dtype == IFA_DTYPE_INT8) return !pb->full_quant && kt->qk_i8_q16 != NULL;
+    return pb->kv_dtype == IFA_DTYPE_BFLOAT16 && kt->qk_bf16_qbf16 != NULL;
 }
 
-/* The bfloat16 qk's query (bfloat16 KV, inner_precise = 1, a table with the kernel): q' rounded
- * to bfloat16, an extra relative error of 2^-9 per product, inside SPEC.md 11's 1.6e-2. */
-static int uses_qbf16(const ifa__problem *pb, const ifa__kernel_table *kt) {
-    return pb->kv_dtype == IFA_DTYPE_BFLOAT16 && pb->inner_precise == 1 && kt->qk_bf16_qbf16 != NULL;
+/* q16 and qscale of one head for the rounded-query qk (see the scratch layout). */
+static void rounded_query(const ifa__problem *pb, const float *qp, float *qscale, int16_t *q16) {
+    if (pb->kv_dtype == IFA_DTYPE_INT8) {
+        quantise_query16(pb, qp, qscale, q16);
+        return;
+    }
+    for (int64_t j = 0; j < pb->G * pb->D; j++) ((uint16_t *)q16)[j] = ifa__f32_to_bf16(qp[j]);
+    qscale[0] = 0.0f;
 }
 
 static ifa__kv_kind kv_kind(ifa_dtype d) {
@@ -317,9 +332,9 @@ static void attend_unit(const ifa__problem *pb, const ifa__kernel_table *kt, ifa
     const int64_t npf = next != NULL && next->k_d == 1 && next->v_d == 1 ? next->n : 0;
     const ifa__kernel_table *kk = kt->needs_unit_d_stride && u->k_d != 1 ? &ifa__kernels_ref : kt;
     const ifa__kernel_table *kv = kt->needs_unit_d_stride && u->v_d != 1 ? &ifa__kernels_ref : kt;
-    if (q16 != NULL && kind == IFA__KV_BF16 && u->k_d == 1)
+    if (q16 != NULL && qscale[0] >= 0.0f && u->k_d == 1 && kind == IFA__KV_BF16)
         kt->qk_bf16_qbf16((const uint16_t *)q16, G, D, u->k, u->n, s, ld, npf ? next->k : NULL, npf);
-    else if (q16 != NULL && kind == IFA__KV_I8 && qscale[0] >= 0.0f && u->k_d == 1)
+    else if (q16 != NULL && qscale[0] >= 0.0f && u->k_d == 1)
         kt->qk_i8_q16(q16, qscale, G, D, u->k, u->n, s, ld, npf ? next->k : NULL, npf);
     else
         kk->qk[kind](qp, G, D, u->k, u->k_d, u->n, s, ld, npf ? next->k : NULL, npf);
@@ -335,7 +350,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
     float *alpha = scratch + nh * per_head, *s = alpha + G;
     const int finish = needs_finish(pb);
     const ifa__kv_kind kind = kv_kind(pb->kv_dtype);
-    const int q16_path = uses_q16(pb, kt), qbf16_path = uses_qbf16(pb, kt);
+    const int rounded = uses_rounded_query(pb, kt);
     rows_unit units[IFA__PREFETCH_UNITS + 1], base;
     for (int64_t i = 0; i < nh; i++) {
         float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
@@ -343,9 +358,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
         ifa__state_init(state, G, D);
         if (t1 <= t0) continue;
         prepare_query(pb, kt, b, h0 + i, qp, bias, qsum, s + G * IFA__CHUNK_ROWS);
-        if (q16_path) quantise_query16(pb, qp, qsum + G, (int16_t *)(qsum + 2 * G));
-        if (qbf16_path)
-            for (int64_t j = 0; j < G * D; j++) ((uint16_t *)(qsum + 2 * G))[j] = ifa__f32_to_bf16(qp[j]);
+        if (rounded) rounded_query(pb, qp, qsum + G, (int16_t *)(qsum + 2 * G));
         if (pb->full_quant)
             full_quant_max(pb, kt, b, h0 + i, t0, t1, qp, bias, qsum, s, ifa__state_m(state, G), &units[0]);
     }
@@ -369,7 +382,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
         const rows_unit *cur = &units[u % ring];
         const int64_t i = u % nh;
         const float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G, *qscale = qsum + G;
-        const int16_t *q16 = q16_path || qbf16_path ? (const int16_t *)(qscale + G) : NULL;
+        const int16_t *q16 = rounded ? (const int16_t *)(qscale + G) : NULL;
         if (cur->n > 0)
             attend_unit(pb, kt, kind, finish, b, h0 + i, cur, next, qp, bias, qsum, qscale, q16, s, alpha,
                         states + i * state_floats);

@@ -89,6 +89,30 @@ def test_nan_in_query_poisons_only_its_head(dtype):
         assert torch.equal(out[0, [0, 2, 3]], base[0, [0, 2, 3]]), isa
 
 
+@pytest.mark.parametrize("value", [NAN, INF, -INF])
+def test_nonfinite_query_with_int8_kv_same_at_both_precisions(value):
+    """int8 KV at inner_precise = 1 scores through an int16 quantisation of the query; a head whose
+    query is not finite must keep the float path, so it gives what inner_precise = 0 gives (an
+    int16 quantisation of an infinite query would turn every score into 0 * inf = NaN)."""
+    import custom_ops
+
+    for isa in _isas():
+        custom_ops.set_isa(isa)
+        q, k, v = _setup(dtype=torch.float16)
+        g = torch.Generator().manual_seed(5)
+        k8 = torch.randint(-128, 128, k.shape, generator=g, dtype=torch.int8)
+        v8 = torch.randint(-128, 128, v.shape, generator=g, dtype=torch.int8)
+        aq = dict(antiquant_scale=torch.full((2, 32), 0.01, dtype=torch.float16))
+        q[0, 2, 0, 5] = value
+        outs = [_run(q, k8, v8, inner_precise=ip, **aq).float() for ip in (0, 1)]
+        assert torch.equal(outs[0][0, 2].isnan(), outs[1][0, 2].isnan()), isa
+        fin = outs[0][0, 2].isfinite()
+        assert torch.equal(outs[0][0, 2][fin], outs[1][0, 2][fin]), isa
+        for n in (0, 1, 3):
+            assert bool(outs[1][0, n].isfinite().all()), (isa, n)
+            assert torch.allclose(outs[0][0, n], outs[1][0, n], atol=2e-3, rtol=2e-3), (isa, n)
+
+
 @pytest.mark.parametrize("token", [0, 17, 39])
 def test_nan_in_key_poisons_the_heads_of_its_kv_head(token):
     import custom_ops
