@@ -67,14 +67,14 @@ typedef struct sum_job {
 
 static float aq_channel(const aq_view *v, int64_t h, int64_t d) {
     if (v->data == NULL) return 0.0f;
-    return ifa__sel_load_float(v->data + (h * v->s_h + d * v->s_d) * (int64_t)ifa_dtype_size(v->dtype),
-                               v->dtype);
+    return (float)ifa__load_as_double(v->data + (h * v->s_h + d * v->s_d) * (int64_t)ifa_dtype_size(v->dtype),
+                                      v->dtype);
 }
 
 static float aq_token(const aq_view *v, int64_t b, int64_t t) {
     if (v->data == NULL) return 0.0f;
-    return ifa__sel_load_float(v->data + (b * v->s_b + t * v->s_t) * (int64_t)ifa_dtype_size(v->dtype),
-                               v->dtype);
+    return (float)ifa__load_as_double(v->data + (b * v->s_b + t * v->s_t) * (int64_t)ifa_dtype_size(v->dtype),
+                                      v->dtype);
 }
 
 /* lo = min(lo, x), hi = max(hi, x) elementwise; written so that it compiles to vector min/max. */
@@ -89,31 +89,9 @@ static void minmax_update(const float *restrict x, float *restrict lo, float *re
 /* Row of D key elements as float32 into x (dequantised with c, o for int8). */
 static void load_row(const sum_job *job, const char *row, float *restrict x, const float *c,
                      const float *o) {
-    const int64_t D = job->D, sd = job->s_d;
-    switch (job->dtype) {
-    case IFA_DTYPE_FLOAT32:
-        for (int64_t d = 0; d < D; d++) memcpy(&x[d], row + d * sd * 4, 4);
-        break;
-    case IFA_DTYPE_FLOAT16:
-        for (int64_t d = 0; d < D; d++) {
-            uint16_t h;
-            memcpy(&h, row + d * sd * 2, 2);
-            x[d] = ifa__f16_to_f32(h);
-        }
-        break;
-    case IFA_DTYPE_BFLOAT16:
-        for (int64_t d = 0; d < D; d++) {
-            uint16_t h;
-            memcpy(&h, row + d * sd * 2, 2);
-            x[d] = ifa__bf16_to_f32(h);
-        }
-        break;
-    default: { /* int8 */
-        const int8_t *k = (const int8_t *)row;
-        for (int64_t d = 0; d < D; d++) x[d] = ((float)k[d * sd] + o[d]) * c[d];
-        break;
-    }
-    }
+    ifa__load_row_f32(row, job->dtype, job->s_d, job->D, x);
+    if (job->dtype == IFA_DTYPE_INT8)
+        for (int64_t d = 0; d < job->D; d++) x[d] = (x[d] + o[d]) * c[d];
 }
 
 static void summarise_block(void *ctx, size_t item, int thread) {

@@ -184,9 +184,7 @@ static void select_item(void *ctx, size_t item, int thread) {
             for (int64_t g = 0; g < G; g++) {
                 const char *row = job->q + (b * job->q_sb + (h * G + g) * job->q_sn) *
                                                (int64_t)ifa_dtype_size(job->q_dtype);
-                for (int64_t d = 0; d < D; d++)
-                    q[g * D + d] = ifa__sel_load_float(
-                        row + d * job->q_sd * (int64_t)ifa_dtype_size(job->q_dtype), job->q_dtype);
+                ifa__load_row_f32(row, job->q_dtype, job->q_sd, D, q + g * D);
             }
             for (int64_t i = 0; i < c; i++) {
                 const int64_t blk = ifa__sel_table_at(job->table, b, first + i);

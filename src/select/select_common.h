@@ -24,23 +24,6 @@ static inline int32_t ifa__sel_load_i32(const char *p) {
     return v;
 }
 
-/* One element of a float16/bfloat16/float32 tensor as a float. */
-static inline float ifa__sel_load_float(const char *p, ifa_dtype dtype) {
-    uint16_t h;
-    float f;
-    switch (dtype) {
-    case IFA_DTYPE_FLOAT16:
-        memcpy(&h, p, sizeof h);
-        return ifa__f16_to_f32(h);
-    case IFA_DTYPE_BFLOAT16:
-        memcpy(&h, p, sizeof h);
-        return ifa__bf16_to_f32(h);
-    default:
-        memcpy(&f, p, sizeof f);
-        return f;
-    }
-}
-
 /* A 1-D integer input with one value (broadcast) or at least B values. */
 typedef struct ifa__sel_ints {
     const char *data;

@@ -214,25 +214,18 @@ def _dequant(raw, i, kind, sc, off, b, h, pos):
 
 
 def _out_quant_params(quant_scale2, quant_offset2, N, D):
-    s = to_np(quant_scale2).astype(np.float64)
+    def per_channel(x, name):
+        # Per tensor (one element) or per channel (N*D elements), as (N, D) float64.
+        x = x.astype(np.float64)
+        if x.size == 1:
+            return np.full((N, D), float(x.reshape(-1)[0]))
+        if x.size == N * D:
+            return x.reshape(N, D)
+        raise GoldenError(name + " size")
+
     off = to_np(quant_offset2)
-    if s.size == 1:
-        s = np.full(N * D, float(s.reshape(-1)[0]))
-    elif s.size == N * D:
-        s = s.reshape(N * D)
-    else:
-        raise GoldenError("quant_scale2 size")
-    if off is None:
-        off = np.zeros(N * D)
-    else:
-        off = off.astype(np.float64)
-        if off.size == 1:
-            off = np.full(N * D, float(off.reshape(-1)[0]))
-        elif off.size == N * D:
-            off = off.reshape(N * D)
-        else:
-            raise GoldenError("quant_offset2 size")
-    return s.reshape(N, D), off.reshape(N, D)
+    s = per_channel(to_np(quant_scale2), "quant_scale2")
+    return s, (np.zeros((N, D)) if off is None else per_channel(off, "quant_offset2"))
 
 
 def quantize_int8(x, scale, offset):
