@@ -114,6 +114,36 @@ static inline void ifa__prefetch_rows(const void *const *prefetch, int64_t j0, i
     }
 }
 
+/* The entry points qk_<suffix> and pv_<suffix> of an ISA file, for KV dtype `kind`, around its
+ * own always-inline qk_impl and pv_impl (which need unit d stride: the table says so). */
+#define IFA__DEFINE_QK_PV(suffix, kind)                                                                    \
+    static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *const *rows, int64_t d_stride, \
+                            int64_t n, float *scores, int64_t ld, const void *const *prefetch,              \
+                            int64_t n_prefetch) {                                                           \
+        (void)d_stride;                                                                                     \
+        qk_impl(kind, q, G, D, rows, n, scores, ld, prefetch, n_prefetch);                                  \
+    }                                                                                                       \
+    static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,      \
+                            int64_t d_stride, int64_t n, float *acc, const void *const *prefetch,           \
+                            int64_t n_prefetch) {                                                           \
+        (void)d_stride;                                                                                     \
+        pv_impl(kind, p, ld, G, D, rows, n, acc, prefetch, n_prefetch);                                     \
+    }
+
+/* The constants of the vectorised expf of every ISA file (Cephes): the input clamp, log2(e), ln 2
+ * split in two for an exact Cody-Waite reduction x = n ln2 + r, and P of e^r = 1 + r + r^2 P(r). */
+#define IFA__EXP_MIN (-110.0f)
+#define IFA__EXP_MAX 89.0f
+#define IFA__EXP_LOG2E 1.44269504088896341f
+#define IFA__EXP_LN2_HI 0.693359375f
+#define IFA__EXP_LN2_LO (-2.12194440e-4f)
+#define IFA__EXP_P0 1.9875691500e-4f
+#define IFA__EXP_P1 1.3981999507e-3f
+#define IFA__EXP_P2 8.3334519073e-3f
+#define IFA__EXP_P3 4.1665795894e-2f
+#define IFA__EXP_P4 1.6666665459e-1f
+#define IFA__EXP_P5 5.0000001201e-1f
+
 /* The reference table: scalar C, always built, the oracle the ISA kernels are tested against. */
 extern const ifa__kernel_table ifa__kernels_ref;
 #if defined(IFA_HAVE_AVX2_KERNELS)

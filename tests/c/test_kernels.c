@@ -20,7 +20,6 @@
  * weak symbol, NULL when the kernel file was not compiled in) likewise.
  */
 #include <math.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,18 +307,17 @@ static void check_qk_bf16q(const ifa__kernel_table *t, int64_t D, int64_t n, int
     free(want);
 }
 
-/* Sweeps one optional kernel over the edge sizes, for every table that has it. */
+/* Sweeps one optional kernel over the edge sizes, for every table that has it (`has`). */
 typedef void (*optional_check)(const ifa__kernel_table *t, int64_t D, int64_t n, int64_t G, uint64_t seed);
 
-static void sweep_optional(const char *name, size_t offset, optional_check check, uint64_t salt)
+static void sweep_optional(const char *name, int (*has)(const ifa__kernel_table *), optional_check check,
+                           uint64_t salt)
 {
     const ifa__kernel_table *tables[2];
     const int count = isa_tables(tables, 0);
     int64_t cases = 0;
     for (int ti = 0; ti < count; ti++) {
-        void *fn;
-        memcpy(&fn, (const char *)tables[ti] + offset, sizeof fn);
-        if (fn == NULL) {
+        if (!has(tables[ti])) {
             tst_note("%s: no %s kernel (the float qk serves that KV dtype there)", tables[ti]->isa, name);
             continue;
         }
@@ -331,15 +329,11 @@ static void sweep_optional(const char *name, size_t offset, optional_check check
     tst_note("%lld cases", (long long)cases);
 }
 
-static void test_qk_q16_edges(void)
-{
-    sweep_optional("qk_i8_q16", offsetof(ifa__kernel_table, qk_i8_q16), check_qk_q16, 77u);
-}
+static int has_qk_q16(const ifa__kernel_table *t) { return t->qk_i8_q16 != NULL; }
+static int has_qk_bf16q(const ifa__kernel_table *t) { return t->qk_bf16_qbf16 != NULL; }
 
-static void test_qk_bf16q_edges(void)
-{
-    sweep_optional("qk_bf16_qbf16", offsetof(ifa__kernel_table, qk_bf16_qbf16), check_qk_bf16q, 91u);
-}
+static void test_qk_q16_edges(void) { sweep_optional("qk_i8_q16", has_qk_q16, check_qk_q16, 77u); }
+static void test_qk_bf16q_edges(void) { sweep_optional("qk_bf16_qbf16", has_qk_bf16q, check_qk_bf16q, 91u); }
 
 static void test_qk_edges(void) { sweep(1); }
 static void test_pv_edges(void) { sweep(0); }

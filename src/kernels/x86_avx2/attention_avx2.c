@@ -207,24 +207,10 @@ IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, 
 
 /* ---- The instances ------------------------------------------------------------------------ */
 
-#define IFA__DEFINE_AVX2_KERNELS(suffix, kind)                                                          \
-    static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *const *rows, int64_t d_stride, \
-                            int64_t n, float *scores, int64_t ld, const void *const *prefetch,              \
-                            int64_t n_prefetch) {                                                           \
-        (void)d_stride;                                                                                     \
-        qk_impl(kind, q, G, D, rows, n, scores, ld, prefetch, n_prefetch);                                  \
-    }                                                                                                       \
-    static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,      \
-                            int64_t d_stride, int64_t n, float *acc, const void *const *prefetch,           \
-                            int64_t n_prefetch) {                                                           \
-        (void)d_stride;                                                                                     \
-        pv_impl(kind, p, ld, G, D, rows, n, acc, prefetch, n_prefetch);                                     \
-    }
-
-IFA__DEFINE_AVX2_KERNELS(f16, IFA__KV_F16)
-IFA__DEFINE_AVX2_KERNELS(bf16, IFA__KV_BF16)
-IFA__DEFINE_AVX2_KERNELS(f32, IFA__KV_F32)
-IFA__DEFINE_AVX2_KERNELS(i8, IFA__KV_I8)
+IFA__DEFINE_QK_PV(f16, IFA__KV_F16)
+IFA__DEFINE_QK_PV(bf16, IFA__KV_BF16)
+IFA__DEFINE_QK_PV(f32, IFA__KV_F32)
+IFA__DEFINE_QK_PV(i8, IFA__KV_I8)
 
 /* ---- softmax ------------------------------------------------------------------------------ */
 
@@ -233,18 +219,18 @@ IFA__DEFINE_AVX2_KERNELS(i8, IFA__KV_I8)
  * as 2^n1 * 2^n2 with n1 = n >> 1 and n2 = n - n1, both within the normal exponent range for
  * n in [-159, 129], so the product rounds once, into the subnormals where it must. */
 IFA__INLINE __m256 exp8(__m256 x) {
-    x = _mm256_max_ps(_mm256_set1_ps(-110.0f), x);
-    x = _mm256_min_ps(_mm256_set1_ps(89.0f), x);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+    x = _mm256_max_ps(_mm256_set1_ps(IFA__EXP_MIN), x);
+    x = _mm256_min_ps(_mm256_set1_ps(IFA__EXP_MAX), x);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(IFA__EXP_LOG2E)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(IFA__EXP_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(IFA__EXP_LN2_LO), r);
+    __m256 y = _mm256_set1_ps(IFA__EXP_P0);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(IFA__EXP_P1));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(IFA__EXP_P2));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(IFA__EXP_P3));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(IFA__EXP_P4));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(IFA__EXP_P5));
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     const __m256i ni = _mm256_cvtps_epi32(n);
     const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);

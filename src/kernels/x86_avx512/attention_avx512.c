@@ -363,24 +363,10 @@ IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, 
 
 /* ---- The instances ------------------------------------------------------------------------ */
 
-#define IFA__DEFINE_AVX512_KERNELS(suffix, kind)                                                        \
-    static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *const *rows, int64_t d_stride, \
-                            int64_t n, float *scores, int64_t ld, const void *const *prefetch,              \
-                            int64_t n_prefetch) {                                                           \
-        (void)d_stride;                                                                                     \
-        qk_impl(kind, q, G, D, rows, n, scores, ld, prefetch, n_prefetch);                                  \
-    }                                                                                                       \
-    static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,      \
-                            int64_t d_stride, int64_t n, float *acc, const void *const *prefetch,           \
-                            int64_t n_prefetch) {                                                           \
-        (void)d_stride;                                                                                     \
-        pv_impl(kind, p, ld, G, D, rows, n, acc, prefetch, n_prefetch);                                     \
-    }
-
-IFA__DEFINE_AVX512_KERNELS(f16, IFA__KV_F16)
-IFA__DEFINE_AVX512_KERNELS(bf16, IFA__KV_BF16)
-IFA__DEFINE_AVX512_KERNELS(f32, IFA__KV_F32)
-IFA__DEFINE_AVX512_KERNELS(i8, IFA__KV_I8)
+IFA__DEFINE_QK_PV(f16, IFA__KV_F16)
+IFA__DEFINE_QK_PV(bf16, IFA__KV_BF16)
+IFA__DEFINE_QK_PV(f32, IFA__KV_F32)
+IFA__DEFINE_QK_PV(i8, IFA__KV_I8)
 
 /* ---- softmax ------------------------------------------------------------------------------ */
 
@@ -390,18 +376,18 @@ IFA__DEFINE_AVX512_KERNELS(i8, IFA__KV_I8)
  * NaN input passes through (MAXPS returns its second operand when either is NaN); -inf and
  * -1e12 become -110, whose exp rounds to exactly 0, and 89 overflows to +inf as expf does. */
 IFA__INLINE __m512 exp16(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-110.0f), x);
-    x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+    x = _mm512_max_ps(_mm512_set1_ps(IFA__EXP_MIN), x);
+    x = _mm512_min_ps(_mm512_set1_ps(IFA__EXP_MAX), x);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(IFA__EXP_LOG2E)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(IFA__EXP_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(IFA__EXP_LN2_LO), r);
+    __m512 y = _mm512_set1_ps(IFA__EXP_P0);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(IFA__EXP_P1));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(IFA__EXP_P2));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(IFA__EXP_P3));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(IFA__EXP_P4));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(IFA__EXP_P5));
     const __m512 r2 = _mm512_mul_ps(r, r);
     y = _mm512_fmadd_ps(y, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(y, n);
