@@ -228,13 +228,17 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
     }
 }
 
-/* The rows of one (KV head, window of logical tokens): what one qk/pv call takes. Gathering
- * the rows across pages lets one kernel call cover a whole window even with small pages. */
-/* How many units ahead the kernels prefetch (see ifa__attend_tile). */
+/* How far ahead the kernels prefetch (see ifa__attend_tile): windows for the forms whose heads
+ * share pages, units for the sparse form. */
+#ifndef IFA__PREFETCH_WINDOWS
+#define IFA__PREFETCH_WINDOWS 2
+#endif
 #ifndef IFA__PREFETCH_UNITS
 #define IFA__PREFETCH_UNITS 2
 #endif
 
+/* The rows of one (KV head, window of logical tokens): what one qk/pv call takes. Gathering
+ * the rows across pages lets one kernel call cover a whole window even with small pages. */
 typedef struct rows_unit {
     const void *k[IFA__CHUNK_ROWS];
     const void *v[IFA__CHUNK_ROWS];
@@ -265,6 +269,21 @@ static void gather_rows(const ifa__problem *pb, int64_t b, int64_t h, int64_t tw
     }
 }
 
+/* dst = the rows of src's window for the head i heads after src's (same pages, same tokens). */
+static void shift_rows(const rows_unit *src, int64_t i, rows_unit *dst) {
+    const int64_t dk = i * src->k_head, dv = i * src->v_head;
+    dst->n = src->n;
+    dst->k_d = src->k_d;
+    dst->v_d = src->v_d;
+    dst->k_head = src->k_head;
+    dst->v_head = src->v_head;
+    for (int64_t r = 0; r < src->n; r++) {
+        dst->k[r] = (const char *)src->k[r] + dk;
+        dst->v[r] = (const char *)src->v[r] + dv;
+        dst->pos[r] = src->pos[r];
+    }
+}
+
 /* Logical tokens per window: about 4 KiB of one head's rows (16 rows of float16 at D = 128, 32 of
  * int8), between 16 (the AVX-512 tile) and IFA__CHUNK_ROWS. A window is visited for all the heads
  * of the tile in turn, so in a (blocks, bs, KVN*D) cache a small window means the heads of the
@@ -277,29 +296,37 @@ static int64_t window_tokens(const ifa__problem *pb) {
     return w / 16 * 16;
 }
 
-/* Unit u of a tile (heads h0 .. h0+nh-1, tokens [t0, t1), windows of `window` tokens): window
- * u / nh, head u % nh. Every head of a window but the sparse form's has the same pages, so only
- * the first head of a window walks the pages (into *base); the others shift its rows by their
- * head offset. Units are gathered in order, so *base always holds the current window. */
-static void gather_unit(const ifa__problem *pb, int64_t b, int64_t h0, int64_t nh, int64_t t0, int64_t t1,
-                        int64_t window, int64_t u, rows_unit *base, rows_unit *dst) {
-    const int64_t tw = t0 + (u / nh) * window, te = ifa__min64(tw + window, t1), i = u % nh;
-    if (pb->form == IFA__KV_PAGED_SPARSE) {
-        gather_rows(pb, b, h0 + i, tw, te, dst);
-        return;
+/* Most rows one unit's prefetch list holds (window_prefetch). */
+#define IFA__MAX_PREFETCH_ROWS (IFA__CHUNK_ROWS + IFA__MAX_TILE_HEADS)
+
+/* One of the two lists of window_prefetch: rows[r] + j * head of rows r0..r1, heads j0..j1. */
+static int64_t prefetch_list(const void *const *rows, int64_t head, int64_t r0, int64_t r1, int64_t j0, int64_t j1,
+                             const void **out) {
+    int64_t n = 0;
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t j = j0; j < j1; j++) out[n++] = (const char *)rows[r] + j * head;
+    return n;
+}
+
+/* The rows unit (window w, head i) prefetches, for the forms whose heads share pages: the i-th of
+ * nh shares of the rows of all nh heads of window w + IFA__PREFETCH_WINDOWS (`ahead`, head h0's
+ * rows), cut so that each share is one stretch of memory. In a (blocks, bs, KVN*D) cache the
+ * heads of a token sit side by side, so a share is a run of whole tokens (token-major); when each
+ * head's rows lie apart (BNSD, (blocks, KVN, bs, D)), a share is one head's rows. Either way the
+ * window is fetched in address order at an even rate of one unit's bytes per unit: measured, that
+ * streams about 1.7x faster from DRAM than prefetching the next head's rows, 2 KiB apart
+ * (bench/probes/read_order.c, docs/benchmarks.md). Returns the number of K rows in pk (and V rows
+ * in pv: the same number). */
+static int64_t window_prefetch(const rows_unit *ahead, int64_t nh, int64_t i, int64_t row_bytes, const void **pk,
+                               const void **pv) {
+    if (ahead == NULL || ahead->k_d != 1 || ahead->v_d != 1 || ahead->n == 0) return 0;
+    if (ahead->k_head == row_bytes && ahead->v_head == row_bytes) {
+        const int64_t r0 = i * ahead->n / nh, r1 = (i + 1) * ahead->n / nh;
+        prefetch_list(ahead->v, ahead->v_head, r0, r1, 0, nh, pv);
+        return prefetch_list(ahead->k, ahead->k_head, r0, r1, 0, nh, pk);
     }
-    if (i == 0) gather_rows(pb, b, h0, tw, te, base);
-    const int64_t dk = i * base->k_head, dv = i * base->v_head;
-    dst->n = base->n;
-    dst->k_d = base->k_d;
-    dst->v_d = base->v_d;
-    dst->k_head = base->k_head;
-    dst->v_head = base->v_head;
-    for (int64_t r = 0; r < base->n; r++) {
-        dst->k[r] = (const char *)base->k[r] + dk;
-        dst->v[r] = (const char *)base->v[r] + dv;
-        dst->pos[r] = base->pos[r];
-    }
+    prefetch_list(ahead->v, ahead->v_head, 0, ahead->n, i, i + 1, pv);
+    return prefetch_list(ahead->k, ahead->k_head, 0, ahead->n, i, i + 1, pk);
 }
 
 /* Full quantisation only: the maximum score of head h over [t0, t1), one extra pass over K.
@@ -322,25 +349,92 @@ static void full_quant_max(const ifa__problem *pb, const ifa__kernel_table *kt, 
     }
 }
 
-/* Steps 1-4 for the rows of one unit of head h; `next` is the unit the following call will
- * take, whose rows the kernels prefetch while they work on these. */
-static void attend_unit(const ifa__problem *pb, const ifa__kernel_table *kt, ifa__kv_kind kind, int finish,
-                        int64_t b, int64_t h, const rows_unit *u, const rows_unit *next, const float *qp,
-                        const float *bias, const float *qsum, const float *qscale, const int16_t *q16, float *s,
-                        float *alpha, float *state) {
-    const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
-    const int64_t npf = next != NULL && next->k_d == 1 && next->v_d == 1 ? next->n : 0;
+/* What attend_unit needs of one tile beyond the rows: the problem, its kernels and the scratch. */
+typedef struct tile_ctx {
+    const ifa__problem *pb;
+    const ifa__kernel_table *kt;
+    ifa__kv_kind kind;
+    int finish, rounded;
+    int64_t b, h0, per_head, state_floats;
+    float *scratch, *states, *s, *alpha;
+} tile_ctx;
+
+/* Steps 1-4 for the rows of one unit of head h0 + i; pk[0..npk) and pv[0..npv) are the rows the
+ * qk and pv kernels prefetch while they work on these. */
+static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, const void *const *pk, int64_t npk,
+                        const void *const *pv, int64_t npv) {
+    const ifa__problem *pb = c->pb;
+    const ifa__kernel_table *kt = c->kt;
+    const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS, h = c->h0 + i;
+    const float *qp = c->scratch + i * c->per_head, *bias = qp + G * D, *qsum = bias + G, *qscale = qsum + G;
+    const int16_t *q16 = c->rounded ? (const int16_t *)(qscale + G) : NULL;
+    float *state = c->states + i * c->state_floats, *s = c->s;
     const ifa__kernel_table *kk = kt->needs_unit_d_stride && u->k_d != 1 ? &ifa__kernels_ref : kt;
     const ifa__kernel_table *kv = kt->needs_unit_d_stride && u->v_d != 1 ? &ifa__kernels_ref : kt;
-    if (q16 != NULL && qscale[0] >= 0.0f && u->k_d == 1 && kind == IFA__KV_BF16)
-        kt->qk_bf16_qbf16((const uint16_t *)q16, G, D, u->k, u->n, s, ld, npf ? next->k : NULL, npf);
+    if (u->n == 0) return;
+    if (q16 != NULL && qscale[0] >= 0.0f && u->k_d == 1 && c->kind == IFA__KV_BF16)
+        kt->qk_bf16_qbf16((const uint16_t *)q16, G, D, u->k, u->n, s, ld, pk, npk);
     else if (q16 != NULL && qscale[0] >= 0.0f && u->k_d == 1)
-        kt->qk_i8_q16(q16, qscale, G, D, u->k, u->n, s, ld, npf ? next->k : NULL, npf);
+        kt->qk_i8_q16(q16, qscale, G, D, u->k, u->n, s, ld, pk, npk);
     else
-        kk->qk[kind](qp, G, D, u->k, u->k_d, u->n, s, ld, npf ? next->k : NULL, npf);
-    if (finish) finish_scores(pb, b, h, u->pos, u->n, bias, qsum, s, ld);
-    softmax_update(pb, kt, b, u->pos, u->n, s, ld, state, alpha);
-    kv->pv[kind](s, ld, G, D, u->v, u->v_d, u->n, ifa__state_acc(state, G), npf ? next->v : NULL, npf);
+        kk->qk[c->kind](qp, G, D, u->k, u->k_d, u->n, s, ld, pk, npk);
+    if (c->finish) finish_scores(pb, c->b, h, u->pos, u->n, bias, qsum, s, ld);
+    softmax_update(pb, kt, c->b, u->pos, u->n, s, ld, state, c->alpha);
+    kv->pv[c->kind](s, ld, G, D, u->v, u->v_d, u->n, ifa__state_acc(state, G), pv, npv);
+}
+
+/* The units of a tile whose heads share pages, in the order (window, head): in a (blocks, bs,
+ * KVN*D) cache the heads of one token sit side by side, so visiting the heads of a window
+ * together reads memory in order. Only head h0 walks the pages; the other heads shift its rows.
+ * A ring holds the windows from the current one to the one being prefetched. */
+static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1) {
+    const ifa__problem *pb = c->pb;
+    const int64_t window = window_tokens(pb), windows = ifa__ceil_div(t1 - t0, window);
+    const int64_t ring = IFA__PREFETCH_WINDOWS + 1, row_bytes = pb->D * pb->elem_size;
+    rows_unit win[IFA__PREFETCH_WINDOWS + 1], unit;
+    const void *pk[IFA__MAX_PREFETCH_ROWS], *pv[IFA__MAX_PREFETCH_ROWS];
+    for (int64_t w = 0; w < windows && w < IFA__PREFETCH_WINDOWS; w++)
+        gather_rows(pb, c->b, c->h0, t0 + w * window, ifa__min64(t0 + (w + 1) * window, t1), &win[w]);
+    for (int64_t w = 0; w < windows; w++) {
+        const int64_t wa = w + IFA__PREFETCH_WINDOWS;
+        const rows_unit *ahead = NULL;
+        if (wa < windows) {
+            const int64_t tw = t0 + wa * window;
+            gather_rows(pb, c->b, c->h0, tw, ifa__min64(tw + window, t1), &win[wa % ring]);
+            ahead = &win[wa % ring];
+        }
+        const rows_unit *base = &win[w % ring];
+        for (int64_t i = 0; i < nh; i++) {
+            const int64_t npf = window_prefetch(ahead, nh, i, row_bytes, pk, pv);
+            if (i == 0) {
+                attend_unit(c, i, base, pk, npf, pv, npf);
+            } else {
+                shift_rows(base, i, &unit);
+                attend_unit(c, i, &unit, pk, npf, pv, npf);
+            }
+        }
+    }
+}
+
+/* The units of a sparse tile (every head has its own pages), in the order (window, head). While
+ * unit u computes, its kernels prefetch the rows of unit u + IFA__PREFETCH_UNITS, gathered into a
+ * ring of IFA__PREFETCH_UNITS + 1 units. */
+static void attend_sparse_units(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1) {
+    const ifa__problem *pb = c->pb;
+    const int64_t window = window_tokens(pb), total = ifa__ceil_div(t1 - t0, window) * nh;
+    const int64_t ring = IFA__PREFETCH_UNITS + 1;
+    rows_unit units[IFA__PREFETCH_UNITS + 1];
+    for (int64_t u = 0; u < total + IFA__PREFETCH_UNITS; u++) {
+        if (u < total) {
+            const int64_t tw = t0 + (u / nh) * window;
+            gather_rows(pb, c->b, c->h0 + u % nh, tw, ifa__min64(tw + window, t1), &units[u % ring]);
+        }
+        const int64_t cu = u - IFA__PREFETCH_UNITS;
+        if (cu < 0) continue;
+        const rows_unit *cur = &units[cu % ring], *next = u < total ? &units[u % ring] : NULL;
+        const int64_t npf = next != NULL && next->k_d == 1 && next->v_d == 1 ? next->n : 0;
+        attend_unit(c, cu % nh, cur, npf ? next->k : NULL, npf, npf ? next->v : NULL, npf);
+    }
 }
 
 void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h0, int64_t nh,
@@ -348,45 +442,26 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
     const int64_t G = pb->G, D = pb->D, per_head = head_scratch_floats(pb);
     const int64_t state_floats = ifa__state_floats(G, D);
     float *alpha = scratch + nh * per_head, *s = alpha + G;
-    const int finish = needs_finish(pb);
-    const ifa__kv_kind kind = kv_kind(pb->kv_dtype);
-    const int rounded = uses_rounded_query(pb, kt);
-    rows_unit units[IFA__PREFETCH_UNITS + 1], base;
+    const tile_ctx c = {.pb = pb, .kt = kt, .kind = kv_kind(pb->kv_dtype), .finish = needs_finish(pb),
+                        .rounded = uses_rounded_query(pb, kt), .b = b, .h0 = h0, .per_head = per_head,
+                        .state_floats = state_floats, .scratch = scratch, .states = states, .s = s,
+                        .alpha = alpha};
+    rows_unit scan;
     for (int64_t i = 0; i < nh; i++) {
         float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
         float *state = states + i * state_floats;
         ifa__state_init(state, G, D);
         if (t1 <= t0) continue;
         prepare_query(pb, kt, b, h0 + i, qp, bias, qsum, s + G * IFA__CHUNK_ROWS);
-        if (rounded) rounded_query(pb, qp, qsum + G, (int16_t *)(qsum + 2 * G));
+        if (c.rounded) rounded_query(pb, qp, qsum + G, (int16_t *)(qsum + 2 * G));
         if (pb->full_quant)
-            full_quant_max(pb, kt, b, h0 + i, t0, t1, qp, bias, qsum, s, ifa__state_m(state, G), &units[0]);
+            full_quant_max(pb, kt, b, h0 + i, t0, t1, qp, bias, qsum, s, ifa__state_m(state, G), &scan);
     }
     if (t1 <= t0) return;
-    /* Units u = 0, 1, ... in the order (window, head): in a (blocks, bs, KVN*D) cache the heads of
-     * one token sit side by side, so visiting the heads of a window together reads memory in
-     * order. While unit u computes, its kernels prefetch the rows of unit u + IFA__PREFETCH_UNITS,
-     * gathered into a ring of IFA__PREFETCH_UNITS + 1 units. */
-    const int64_t ring = IFA__PREFETCH_UNITS + 1;
-    const int64_t window = window_tokens(pb);
-    const int64_t windows = ifa__ceil_div(t1 - t0, window), total = windows * nh;
-    for (int64_t u = 0; u < total && u < IFA__PREFETCH_UNITS; u++)
-        gather_unit(pb, b, h0, nh, t0, t1, window, u, &base, &units[u]);
-    for (int64_t u = 0; u < total; u++) {
-        const int64_t ahead = u + IFA__PREFETCH_UNITS;
-        const rows_unit *next = NULL;
-        if (ahead < total) {
-            gather_unit(pb, b, h0, nh, t0, t1, window, ahead, &base, &units[ahead % ring]);
-            next = &units[ahead % ring];
-        }
-        const rows_unit *cur = &units[u % ring];
-        const int64_t i = u % nh;
-        const float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G, *qscale = qsum + G;
-        const int16_t *q16 = rounded ? (const int16_t *)(qscale + G) : NULL;
-        if (cur->n > 0)
-            attend_unit(pb, kt, kind, finish, b, h0 + i, cur, next, qp, bias, qsum, qscale, q16, s, alpha,
-                        states + i * state_floats);
-    }
+    if (pb->form == IFA__KV_PAGED_SPARSE)
+        attend_sparse_units(&c, nh, t0, t1);
+    else
+        attend_windows(&c, nh, t0, t1);
 }
 
 /* Turns the final state into the G output rows (`rows`: scratch for 5*D floats). */

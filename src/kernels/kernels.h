@@ -11,9 +11,12 @@
  * any size: attend.c hands a kernel up to 64 rows gathered across pages. n <= 64.
  *
  * `prefetch` lists the n_prefetch rows (D elements at unit stride, same dtype) that the caller
- * will hand to the next call of the same family. A kernel may issue software prefetches for them,
- * spread over its own work, so the next rows arrive while this call computes; it must not read
- * them. Pages of a paged cache are scattered, so the hardware prefetchers cannot find them.
+ * wants in cache soon (attend.c: a share of the window ahead, in address order). A kernel may
+ * issue software prefetches for them and must not read them. It spreads them evenly over its own
+ * work, a few lines at a time (ifa__prefetch_stream below): measured, a burst of a whole list at
+ * once overflows the core's miss buffers and streams from DRAM up to 1.6x slower than the same
+ * lines spread out (docs/benchmarks.md). Pages of a paged cache are scattered, so the hardware
+ * prefetchers cannot find them.
  *
  * One call covers the G query heads that share a KV head, so each K and V row is read once for
  * all of them (GQA sharing). int8 rows are used raw: the caller folds the antiquant scale and
@@ -97,20 +100,32 @@ typedef struct ifa__kernel_table {
     int needs_unit_d_stride; /* 1: use the reference kernels when d_stride != 1 */
 } ifa__kernel_table;
 
-/* Rows of the `prefetch` list that each of `steps` steps of a kernel takes (the last may take
- * fewer): one division per call, not one per step. */
-static inline int64_t ifa__prefetch_share(int64_t n_prefetch, int64_t steps) {
-    return steps > 0 ? (n_prefetch + steps - 1) / steps : n_prefetch;
+/* The lines of a kernel's `prefetch` list as a stream, in list order: a kernel calls
+ * ifa__prefetch_next(&s, k) between its loads to issue the next k lines, with k chosen so that
+ * the list is spread evenly over the call, and finally with the rest. No division per line. */
+typedef struct ifa__prefetch_stream {
+    const void *const *rows;
+    int64_t n, row_bytes, r, off;
+} ifa__prefetch_stream;
+
+static inline ifa__prefetch_stream ifa__prefetch_begin(const void *const *rows, int64_t n, int64_t row_bytes) {
+    ifa__prefetch_stream s = {rows, rows != 0 ? n : 0, row_bytes, 0, 0};
+    return s;
 }
 
-/* Prefetches every cache line of rows [j0, min(j1, n)) of a kernel's `prefetch` list (rows of
- * row_bytes bytes): the share of the next call's rows that one step of a kernel issues. */
-static inline void ifa__prefetch_rows(const void *const *prefetch, int64_t j0, int64_t j1, int64_t n,
-                                      int64_t row_bytes) {
-    if (j1 > n) j1 = n;
-    for (int64_t j = j0; j < j1; j++) {
-        const char *row = (const char *)prefetch[j];
-        for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(row + b, 0, 3);
+/* Lines of the whole list (rows of row_bytes, each rounded up to whole lines). */
+static inline int64_t ifa__prefetch_lines(const ifa__prefetch_stream *s) {
+    return s->n * ((s->row_bytes + 63) / 64);
+}
+
+static inline void ifa__prefetch_next(ifa__prefetch_stream *s, int64_t lines) {
+    for (; lines > 0 && s->r < s->n; lines--) {
+        __builtin_prefetch((const char *)s->rows[s->r] + s->off, 0, 3);
+        s->off += 64;
+        if (s->off >= s->row_bytes) {
+            s->off = 0;
+            s->r++;
+        }
     }
 }
 

@@ -88,13 +88,14 @@ IFA__INLINE __m256 tree23(__m256 e0, __m256 e1, __m256 e2, __m256 e3) {
 
 /* One tile: 8 rows (pointers given, clamped to valid rows) x GB heads. */
 IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D, const char *const *rows,
-                         float *scores, int64_t ld, int64_t m) {
+                         float *scores, int64_t ld, int64_t m, ifa__prefetch_stream *ps, int64_t per_pair) {
     const int es = elem_size(kind);
     const int64_t Dv = D & ~(int64_t)7;
     __m256 part[4][4]; /* [head][pair]: level-1 results */
     for (int t = 0; t < 4; t++) {
         /* Pair t: rows t and t+4, so that the tree's output comes out in row order. */
         const char *r0 = rows[t], *r1 = rows[t + 4];
+        ifa__prefetch_next(ps, per_pair);
         __m256 acc[4][2];
         for (int g = 0; g < GB; g++) acc[g][0] = acc[g][1] = _mm256_setzero_ps();
         for (int64_t d = 0; d < Dv; d += 8) {
@@ -127,23 +128,25 @@ IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D
 
 IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *const *krows, int64_t n,
                          float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
-    const int64_t row_bytes = D * elem_size(kind);
-    /* Each tile's share of the next call's rows, spread over the tiles (see the AVX-512 file). */
-    const int64_t share = ifa__prefetch_share(n_prefetch, (n + 7) / 8);
-    for (int64_t i0 = 0, pf = 0; i0 < n; i0 += 8, pf += share) {
+    /* The next call's rows are prefetched a few lines per pair of rows (see the AVX-512 file). */
+    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * elem_size(kind));
+    const int64_t pairs = 4 * ((n + 7) / 8);
+    const int64_t per_pair = pairs > 0 ? (ifa__prefetch_lines(&ps) + pairs - 1) / pairs : 0;
+    for (int64_t i0 = 0; i0 < n; i0 += 8) {
         const int64_t m = n - i0 < 8 ? n - i0 : 8;
-        ifa__prefetch_rows(prefetch, pf, pf + share, n_prefetch, row_bytes);
         const char *rows[8];
         for (int64_t r = 0; r < 8; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
-        int64_t g0 = 0;
-        for (; g0 + 4 <= G; g0 += 4) qk_tile(kind, 4, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m);
+        int64_t g0 = 0, pp = per_pair;
+        for (; g0 + 4 <= G; g0 += 4, pp = 0)
+            qk_tile(kind, 4, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp);
         switch (G - g0) {
-        case 1: qk_tile(kind, 1, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m); break;
-        case 2: qk_tile(kind, 2, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m); break;
-        case 3: qk_tile(kind, 3, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m); break;
+        case 1: qk_tile(kind, 1, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp); break;
+        case 2: qk_tile(kind, 2, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp); break;
+        case 3: qk_tile(kind, 3, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp); break;
         default: break;
         }
     }
+    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
 }
 
 /* ---- pv ----------------------------------------------------------------------------------- */
@@ -192,15 +195,16 @@ IFA__INLINE void pv_heads(const int kind, const int W, const float *p, int64_t l
 
 IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v,
                          int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
-    const int64_t row_bytes = D * elem_size(kind);
-    const int64_t share = ifa__prefetch_share(n_prefetch, (D + 15) / 16);
-    int64_t d0 = 0, pf = 0;
-    /* The next call's rows are prefetched in shares spread over the 16-float slices. */
-    for (; d0 + 16 <= D; d0 += 16, pf += share) {
-        ifa__prefetch_rows(prefetch, pf, pf + share, n_prefetch, row_bytes);
+    /* The next call's rows are prefetched a few lines per 16-float slice, spread evenly. */
+    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * elem_size(kind));
+    const int64_t slices = D / 16;
+    const int64_t per_slice = slices > 0 ? (ifa__prefetch_lines(&ps) + slices - 1) / slices : 0;
+    int64_t d0 = 0;
+    for (; d0 + 16 <= D; d0 += 16) {
+        ifa__prefetch_next(&ps, per_slice);
         pv_heads(kind, 2, p, ld, G, D, v, n, acc, d0);
     }
-    ifa__prefetch_rows(prefetch, pf, n_prefetch, n_prefetch, row_bytes);
+    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
     for (; d0 + 8 <= D; d0 += 8) pv_heads(kind, 1, p, ld, G, D, v, n, acc, d0);
     if (d0 < D) pv_heads(kind, 0, p, ld, G, D, v, n, acc, d0);
 }

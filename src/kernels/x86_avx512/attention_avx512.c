@@ -20,8 +20,8 @@
  *
  *     so the rows are assigned to slots such that the tree's output is already in row order.
  *     Rows past n point at row n-1 (valid memory) and their lanes are masked off at the store,
- *     so the tile never needs a second, scalar code path. All n rows are prefetched when the
- *     call starts, so the misses overlap each other and the arithmetic.
+ *     so the tile never needs a second, scalar code path. Before each group the kernel issues
+ *     its share of the prefetch list (1/4 per tile), so misses stay in flight at an even rate.
  *
  * pv  acc[g][d] += sum_i p[g][i] V[i][d]. The D axis goes in slices of 64 floats (4 zmm) and the
  *     heads in blocks of up to 4, so 16 accumulators stay in registers across all n rows of the
@@ -109,13 +109,15 @@ IFA__INLINE __m512 tree34(__m512 e0, __m512 e1, __m512 e2, __m512 e3) {
 /* One tile: 16 rows (row pointers given, already clamped to valid rows) x GB heads. q points at
  * head g0's query, scores at scores[g0][i0]; smask selects the rows that exist. */
 IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D, const char *const *rows,
-                         float *scores, int64_t ld, __mmask16 smask) {
+                         float *scores, int64_t ld, __mmask16 smask, ifa__prefetch_stream *ps,
+                         int64_t per_group) {
     const int es = elem_size(kind);
     const int64_t Dv = D & ~(int64_t)15;
     __m512 part[4][4]; /* [head][group]: level-2 results */
     for (int t = 0; t < 4; t++) {
         /* Group t: rows t, t+4, t+8, t+12 in slots 0..3 (see the file comment). */
         const char *r0 = rows[t], *r1 = rows[t + 4], *r2 = rows[t + 8], *r3 = rows[t + 12];
+        ifa__prefetch_next(ps, per_group);
         __m512 acc[4][4];
         for (int g = 0; g < GB; g++)
             for (int j = 0; j < 4; j++) acc[g][j] = _mm512_setzero_ps();
@@ -150,26 +152,25 @@ IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D
 
 IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *const *krows, int64_t n,
                          float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
-    const int64_t row_bytes = D * elem_size(kind);
-    /* Each tile prefetches its share of the next call's rows: spreading the prefetches over the
-     * tiles keeps a steady number of misses in flight instead of one burst the miss buffers
-     * cannot hold. */
-    const int64_t share = ifa__prefetch_share(n_prefetch, (n + 15) / 16);
-    for (int64_t i0 = 0, pf = 0; i0 < n; i0 += 16, pf += share) {
+    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * elem_size(kind));
+    const int64_t groups = 4 * ((n + 15) / 16);
+    const int64_t per_group = groups > 0 ? (ifa__prefetch_lines(&ps) + groups - 1) / groups : 0;
+    for (int64_t i0 = 0; i0 < n; i0 += 16) {
         const int64_t m = n - i0 < 16 ? n - i0 : 16;
-        ifa__prefetch_rows(prefetch, pf, pf + share, n_prefetch, row_bytes);
         const char *rows[16];
         for (int64_t r = 0; r < 16; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
         const __mmask16 smask = tail_mask(m);
-        int64_t g0 = 0;
-        for (; g0 + 4 <= G; g0 += 4) qk_tile(kind, 4, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask);
+        int64_t g0 = 0, pg = per_group;
+        for (; g0 + 4 <= G; g0 += 4, pg = 0)
+            qk_tile(kind, 4, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask, &ps, pg);
         switch (G - g0) {
-        case 1: qk_tile(kind, 1, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask); break;
-        case 2: qk_tile(kind, 2, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask); break;
-        case 3: qk_tile(kind, 3, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask); break;
+        case 1: qk_tile(kind, 1, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask, &ps, pg); break;
+        case 2: qk_tile(kind, 2, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask, &ps, pg); break;
+        case 3: qk_tile(kind, 3, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask, &ps, pg); break;
         default: break;
         }
     }
+    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
 }
 
 /* ---- qk, int8 K on an int16 query (VPDPWSSD) ---------------------------------------------- */
@@ -198,12 +199,14 @@ IFA__INLINE __m512i load32_i8(const int8_t *p, __mmask32 m) {
 /* As qk_tile: 16 rows x GB heads, 4 groups of 4 rows, 16 int32 accumulators, 32 elements of D per
  * step, two products per lane per VPDPWSSD. */
 IFA__INLINE void qk_q16_tile(const int GB, const int16_t *q, const float *qscale, int64_t D,
-                             const char *const *rows, float *scores, int64_t ld, __mmask16 smask) {
+                             const char *const *rows, float *scores, int64_t ld, __mmask16 smask,
+                             ifa__prefetch_stream *ps, int64_t per_group) {
     const int64_t Dv = D & ~(int64_t)31;
     __m512i part[4][4];
     for (int t = 0; t < 4; t++) {
         const int8_t *r0 = (const int8_t *)rows[t], *r1 = (const int8_t *)rows[t + 4];
         const int8_t *r2 = (const int8_t *)rows[t + 8], *r3 = (const int8_t *)rows[t + 12];
+        ifa__prefetch_next(ps, per_group);
         __m512i acc[4][4];
         for (int g = 0; g < GB; g++)
             for (int j = 0; j < 4; j++) acc[g][j] = _mm512_setzero_si512();
@@ -229,35 +232,39 @@ IFA__INLINE void qk_q16_tile(const int GB, const int16_t *q, const float *qscale
 
 static void qk_i8_q16_avx512(const int16_t *q16, const float *qscale, int64_t G, int64_t D, const void *const *krows,
                              int64_t n, float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
-    const int64_t share = ifa__prefetch_share(n_prefetch, (n + 15) / 16);
-    for (int64_t i0 = 0, pf = 0; i0 < n; i0 += 16, pf += share) {
+    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D);
+    const int64_t groups = 4 * ((n + 15) / 16);
+    const int64_t per_group = groups > 0 ? (ifa__prefetch_lines(&ps) + groups - 1) / groups : 0;
+    for (int64_t i0 = 0; i0 < n; i0 += 16) {
         const int64_t m = n - i0 < 16 ? n - i0 : 16;
-        ifa__prefetch_rows(prefetch, pf, pf + share, n_prefetch, D);
         const char *rows[16];
         for (int64_t r = 0; r < 16; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
         const __mmask16 smask = tail_mask(m);
         float *sc = scores + i0;
-        int64_t g0 = 0;
-        for (; g0 + 4 <= G; g0 += 4) qk_q16_tile(4, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask);
+        int64_t g0 = 0, pg = per_group;
+        for (; g0 + 4 <= G; g0 += 4, pg = 0)
+            qk_q16_tile(4, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask, &ps, pg);
         switch (G - g0) {
-        case 1: qk_q16_tile(1, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask); break;
-        case 2: qk_q16_tile(2, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask); break;
-        case 3: qk_q16_tile(3, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask); break;
+        case 1: qk_q16_tile(1, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask, &ps, pg); break;
+        case 2: qk_q16_tile(2, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask, &ps, pg); break;
+        case 3: qk_q16_tile(3, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask, &ps, pg); break;
         default: break;
         }
     }
+    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
 }
 
 /* ---- qk, bfloat16 K on a bfloat16 query (VDPBF16PS) ---------------------------------------- */
 
 /* As qk_tile, 32 elements of D per step, two products per lane per VDPBF16PS. */
 IFA__INLINE void qk_bf16q_tile(const int GB, const uint16_t *q, int64_t D, const char *const *rows, float *scores,
-                               int64_t ld, __mmask16 smask) {
+                               int64_t ld, __mmask16 smask, ifa__prefetch_stream *ps, int64_t per_group) {
     const int64_t Dv = D & ~(int64_t)31;
     __m512 part[4][4];
     for (int t = 0; t < 4; t++) {
         const uint16_t *r0 = (const uint16_t *)rows[t], *r1 = (const uint16_t *)rows[t + 4];
         const uint16_t *r2 = (const uint16_t *)rows[t + 8], *r3 = (const uint16_t *)rows[t + 12];
+        ifa__prefetch_next(ps, per_group);
         __m512 acc[4][4];
         for (int g = 0; g < GB; g++)
             for (int j = 0; j < 4; j++) acc[g][j] = _mm512_setzero_ps();
@@ -283,23 +290,26 @@ IFA__INLINE void qk_bf16q_tile(const int GB, const uint16_t *q, int64_t D, const
 
 static void qk_bf16_qbf16_avx512(const uint16_t *qb, int64_t G, int64_t D, const void *const *krows, int64_t n,
                                  float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
-    const int64_t share = ifa__prefetch_share(n_prefetch, (n + 15) / 16);
-    for (int64_t i0 = 0, pf = 0; i0 < n; i0 += 16, pf += share) {
+    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, 2 * D);
+    const int64_t groups = 4 * ((n + 15) / 16);
+    const int64_t per_group = groups > 0 ? (ifa__prefetch_lines(&ps) + groups - 1) / groups : 0;
+    for (int64_t i0 = 0; i0 < n; i0 += 16) {
         const int64_t m = n - i0 < 16 ? n - i0 : 16;
-        ifa__prefetch_rows(prefetch, pf, pf + share, n_prefetch, 2 * D);
         const char *rows[16];
         for (int64_t r = 0; r < 16; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
         const __mmask16 smask = tail_mask(m);
         float *sc = scores + i0;
-        int64_t g0 = 0;
-        for (; g0 + 4 <= G; g0 += 4) qk_bf16q_tile(4, qb + g0 * D, D, rows, sc + g0 * ld, ld, smask);
+        int64_t g0 = 0, pg = per_group;
+        for (; g0 + 4 <= G; g0 += 4, pg = 0)
+            qk_bf16q_tile(4, qb + g0 * D, D, rows, sc + g0 * ld, ld, smask, &ps, pg);
         switch (G - g0) {
-        case 1: qk_bf16q_tile(1, qb + g0 * D, D, rows, sc + g0 * ld, ld, smask); break;
-        case 2: qk_bf16q_tile(2, qb + g0 * D, D, rows, sc + g0 * ld, ld, smask); break;
-        case 3: qk_bf16q_tile(3, qb + g0 * D, D, rows, sc + g0 * ld, ld, smask); break;
+        case 1: qk_bf16q_tile(1, qb + g0 * D, D, rows, sc + g0 * ld, ld, smask, &ps, pg); break;
+        case 2: qk_bf16q_tile(2, qb + g0 * D, D, rows, sc + g0 * ld, ld, smask, &ps, pg); break;
+        case 3: qk_bf16q_tile(3, qb + g0 * D, D, rows, sc + g0 * ld, ld, smask, &ps, pg); break;
         default: break;
         }
     }
+    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
 }
 
 /* ---- pv ----------------------------------------------------------------------------------- */
@@ -307,7 +317,8 @@ static void qk_bf16_qbf16_avx512(const uint16_t *qb, int64_t G, int64_t D, const
 /* One slice of W full vectors (W*16 floats of D starting at d0), or of one masked vector when
  * W == 0 (the tail), for GB heads, over all n rows. */
 IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float *p, int64_t ld, int64_t D,
-                          const void *const *vrows, int64_t n, float *acc, int64_t d0, __mmask16 tm) {
+                          const void *const *vrows, int64_t n, float *acc, int64_t d0, __mmask16 tm,
+                          ifa__prefetch_stream *ps, int64_t per_row) {
     const int es = elem_size(kind);
     const int nv = W == 0 ? 1 : W;
     __m512 a[4][4];
@@ -316,6 +327,7 @@ IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float
             a[g][w] = W == 0 ? _mm512_maskz_loadu_ps(tm, acc + g * D + d0) : _mm512_loadu_ps(acc + g * D + d0 + 16 * w);
     for (int64_t i = 0; i < n; i++) {
         const char *row = (const char *)vrows[i] + d0 * es;
+        ifa__prefetch_next(ps, per_row);
         __m512 x[4];
         for (int w = 0; w < nv; w++) x[w] = W == 0 ? load16_mask(kind, row, tm) : load16(kind, row + 16 * w * es);
         for (int g = 0; g < GB; g++) {
@@ -334,31 +346,30 @@ IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float
 
 /* All head blocks of one slice. */
 IFA__INLINE void pv_heads(const int kind, const int W, const float *p, int64_t ld, int64_t G, int64_t D,
-                          const void *const *v, int64_t n, float *acc, int64_t d0, __mmask16 tm) {
-    int64_t g0 = 0;
-    for (; g0 + 4 <= G; g0 += 4) pv_slice(kind, 4, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0, tm);
+                          const void *const *v, int64_t n, float *acc, int64_t d0, __mmask16 tm,
+                          ifa__prefetch_stream *ps, int64_t per_row) {
+    int64_t g0 = 0, pr = per_row;
+    for (; g0 + 4 <= G; g0 += 4, pr = 0)
+        pv_slice(kind, 4, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0, tm, ps, pr);
     switch (G - g0) {
-    case 1: pv_slice(kind, 1, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0, tm); break;
-    case 2: pv_slice(kind, 2, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0, tm); break;
-    case 3: pv_slice(kind, 3, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0, tm); break;
+    case 1: pv_slice(kind, 1, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0, tm, ps, pr); break;
+    case 2: pv_slice(kind, 2, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0, tm, ps, pr); break;
+    case 3: pv_slice(kind, 3, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0, tm, ps, pr); break;
     default: break;
     }
 }
 
 IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v,
                          int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
-    const int64_t row_bytes = D * elem_size(kind);
-    const int64_t share = ifa__prefetch_share(n_prefetch, (D + 63) / 64);
-    int64_t d0 = 0, pf = 0;
-    /* Each 64-float slice of D streams every row once; the next call's rows are prefetched in
-     * shares spread over the slices, as in qk. */
-    for (; d0 + 64 <= D; d0 += 64, pf += share) {
-        ifa__prefetch_rows(prefetch, pf, pf + share, n_prefetch, row_bytes);
-        pv_heads(kind, 4, p, ld, G, D, v, n, acc, d0, 0);
-    }
-    ifa__prefetch_rows(prefetch, pf, n_prefetch, n_prefetch, row_bytes);
-    for (; d0 + 16 <= D; d0 += 16) pv_heads(kind, 1, p, ld, G, D, v, n, acc, d0, 0);
-    if (d0 < D) pv_heads(kind, 0, p, ld, G, D, v, n, acc, d0, tail_mask(D - d0));
+    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * elem_size(kind));
+    /* The prefetch list is spread over the rows of the 64-float slices, a line or two per row. */
+    const int64_t steps = (D / 64) * n;
+    const int64_t per_row = steps > 0 ? (ifa__prefetch_lines(&ps) + steps - 1) / steps : 0;
+    int64_t d0 = 0;
+    for (; d0 + 64 <= D; d0 += 64) pv_heads(kind, 4, p, ld, G, D, v, n, acc, d0, 0, &ps, per_row);
+    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
+    for (; d0 + 16 <= D; d0 += 16) pv_heads(kind, 1, p, ld, G, D, v, n, acc, d0, 0, &ps, 0);
+    if (d0 < D) pv_heads(kind, 0, p, ld, G, D, v, n, acc, d0, tail_mask(D - d0), &ps, 0);
 }
 
 /* ---- The instances ------------------------------------------------------------------------ */
