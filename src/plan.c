@@ -76,19 +76,26 @@ ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num
     c.pb = pb;
     c.kt = kt;
     c.groups = ifa__ceil_div(pb->KVN, IFA__MAX_TILE_HEADS);
-    /* Fewer (batch, head group) units than threads: smaller head groups first (independent
-     * outputs, no merge), then split-KV below. */
-    if (pb->B * c.groups < num_threads) c.groups = ifa__min64(pb->KVN, ifa__ceil_div(num_threads, pb->B));
     c.group_heads = ifa__ceil_div(pb->KVN, c.groups);
-    c.groups = ifa__ceil_div(pb->KVN, c.group_heads);
     c.splits = 1;
-    const int64_t units = pb->B * c.groups;
-    /* Full quantisation quantises p against the global maximum of each (b, h) (attend.c), which
-     * a chunk of the token range cannot know: no split there. */
-    if (num_threads > 1 && units < 4 * (int64_t)num_threads && !pb->full_quant) {
-        c.splits = ifa__ceil_div(4 * (int64_t)num_threads, units);
+    /* Fewer (batch, head group) units than a few per thread: split-KV first. Full quantisation
+     * quantises p against the global maximum of each (b, h) (attend.c), which a chunk of the
+     * token range cannot know: no split there. */
+    if (num_threads > 1 && pb->B * c.groups < 4 * (int64_t)num_threads && !pb->full_quant) {
+        c.splits = ifa__ceil_div(4 * (int64_t)num_threads, pb->B * c.groups);
         c.splits = ifa__min64(c.splits, ifa__max64(1, pb->max_len / IFA__MIN_CHUNK_TOKENS));
     }
+    /* Still fewer tiles than threads (short or fully quantised calls): smaller head groups. Only
+     * then: threads on different heads of the same tokens each stream half of every token row of
+     * a (blocks, bs, KVN*D) cache, which is much slower (the likely cause: each core's hardware
+     * prefetchers fetch the other half too). Measured at B = 1, L = 32K, fp16, 2 threads:
+     * splitting the heads read 31 GB/s, splitting the tokens 41 (docs/benchmarks.md). */
+    if (pb->B * c.groups * c.splits < num_threads) {
+        c.groups = ifa__min64(pb->KVN, ifa__ceil_div(num_threads, pb->B * c.splits));
+        c.group_heads = ifa__ceil_div(pb->KVN, c.groups);
+        c.groups = ifa__ceil_div(pb->KVN, c.group_heads);
+    }
+    const int64_t units = pb->B * c.groups;
     const int64_t tiles = units * c.splits;
     int64_t threads = ifa__min64(num_threads, tiles);
     if (threads < 1) threads = 1;
