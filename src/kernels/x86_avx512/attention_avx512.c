@@ -404,31 +404,48 @@ IFA__INLINE __m512 exp16(__m512 x) {
     return _mm512_scalef_ps(y, n);
 }
 
+/* The heads go in blocks of up to 16, each phase over every head of the block before the next
+ * phase: a head's steps form one long dependent chain (a reduction, the exp polynomial, another
+ * reduction), and a window has only 16 to 32 scores per head, so one head at a time leaves the
+ * core waiting on latency; independent heads side by side overlap. The alphas of the block are
+ * one vector exp. */
 static void softmax_avx512(float *s, int64_t ld, int64_t G, int64_t n, float *m, float *l, float *alpha) {
-    for (int64_t g = 0; g < G; g++) {
-        float *sg = s + g * ld;
-        /* The maximum: MAXPS(x, acc) keeps acc when x is NaN, as the reference's "x > mx" does. */
-        __m512 vmax = _mm512_set1_ps(-INFINITY);
-        for (int64_t i = 0; i < n; i += 16) {
-            const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
-            vmax = _mm512_max_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, sg + i), vmax);
+    for (int64_t g0 = 0; g0 < G; g0 += 16) {
+        const int64_t gb = G - g0 < 16 ? G - g0 : 16;
+        float mx[16] = {0}, sum[16] = {0};
+        for (int64_t g = 0; g < gb; g++) {
+            const float *sg = s + (g0 + g) * ld;
+            /* The maximum: MAXPS(x, acc) keeps acc when x is NaN, as the reference's "x > mx" does. */
+            __m512 vmax = _mm512_set1_ps(-INFINITY);
+            for (int64_t i = 0; i < n; i += 16) {
+                const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
+                vmax = _mm512_max_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, sg + i), vmax);
+            }
+            const float smax = _mm512_reduce_max_ps(vmax);
+            mx[g] = smax > m[g0 + g] ? smax : m[g0 + g];
         }
-        const float smax = _mm512_reduce_max_ps(vmax);
-        const float mx = smax > m[g] ? smax : m[g];
-        /* All scores so far -inf: weights exp(-inf) = 0, not NaN (see the reference kernel). */
-        const __m512 vmx = _mm512_set1_ps(mx == -INFINITY ? 0.0f : mx);
-        __m512 vsum = _mm512_setzero_ps();
-        for (int64_t i = 0; i < n; i += 16) {
-            const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
-            const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, sg + i), vmx));
-            _mm512_mask_storeu_ps(sg + i, k, e);
-            vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(k, e));
+        for (int64_t g = 0; g < gb; g++) {
+            float *sg = s + (g0 + g) * ld;
+            /* All scores so far -inf: weights exp(-inf) = 0, not NaN (see the reference kernel). */
+            const __m512 vmx = _mm512_set1_ps(mx[g] == -INFINITY ? 0.0f : mx[g]);
+            __m512 vsum = _mm512_setzero_ps();
+            for (int64_t i = 0; i < n; i += 16) {
+                const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
+                const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, sg + i), vmx));
+                _mm512_mask_storeu_ps(sg + i, k, e);
+                vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(k, e));
+            }
+            sum[g] = _mm512_reduce_add_ps(vsum);
         }
-        float a = 0.0f;
-        if (m[g] != -INFINITY) _mm_store_ss(&a, _mm512_castps512_ps128(exp16(_mm512_set1_ps(m[g] - mx))));
-        alpha[g] = a;
-        l[g] = l[g] * a + _mm512_reduce_add_ps(vsum);
-        m[g] = mx;
+        /* alpha = exp(m - mx), 0 where m is still -inf (no score before this chunk). */
+        const __mmask16 kb = tail_mask(gb);
+        const __m512 vm = _mm512_maskz_loadu_ps(kb, m + g0), vnew = _mm512_loadu_ps(mx);
+        const __mmask16 seen = _mm512_mask_cmp_ps_mask(kb, vm, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ);
+        const __m512 a = _mm512_maskz_mov_ps(seen, exp16(_mm512_sub_ps(vm, vnew)));
+        const __m512 vl = _mm512_maskz_loadu_ps(kb, l + g0);
+        _mm512_mask_storeu_ps(alpha + g0, kb, a);
+        _mm512_mask_storeu_ps(l + g0, kb, _mm512_add_ps(_mm512_mul_ps(vl, a), _mm512_loadu_ps(sum)));
+        _mm512_mask_storeu_ps(m + g0, kb, vnew);
     }
 }
 
