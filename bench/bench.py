@@ -19,7 +19,10 @@ goals of the issue and can write JSON (--json) and a PNG plot (--plot).
 
 The read bandwidth and the peak multiply-add rates come from the C probe (`ifa_bench
 --bandwidth-only`, see bench/bandwidth.c), run before and after the shapes; without the binary, a
-torch sum over 1 GiB stands in for the bandwidth and the figures of shared/MACHINE.md for the rates.
+torch sum stands in for the bandwidth and the figures of shared/MACHINE.md for the rates. This
+host's bandwidth swings by up to 2x within seconds, so a shorter probe (--shape-bw-mib) also runs
+between every two shapes, and each shape's fractions divide by the better of the probes just
+before and just after it: the bandwidth measured together with that shape.
 
 GQA in torch: by default the G query heads of a KV head are folded into the query-length dimension,
 (B, N, 1, D) -> (B, KVN, G, D), which is exact (no mask) and several times faster on the CPU than
@@ -465,8 +468,9 @@ def goals(results, fixed_us):
 # ---- Output ------------------------------------------------------------------------------------
 
 def roofline(r, machine):
-    """Adds GB/s, the fractions of bandwidth and roofline to a result (in place)."""
-    bw = machine["bandwidth_gbps_used"]
+    """Adds GB/s, the fractions of bandwidth and roofline to a result (in place): against the
+    bandwidth probed around the shape where there is one, else the run's."""
+    bw = r.get("bandwidth_gbps_local") or machine["bandwidth_gbps_used"]
     rate, instr = mac_rate(machine, r["dtype_short"])
     r["bw_time_s"] = r["kv_bytes"] / (bw * 1e9)
     r["compute_time_s"] = r["macs"] / (rate * 1e9) if rate > 0 else 0.0
@@ -539,8 +543,8 @@ def plot(data, path):
                             label=f"torch gather+SDPA B={b}")
                     ax.plot(xs, [p[1]["torch_contig_gbps"] for p in pts], "^--",
                             color="tab:orange", label=f"torch SDPA contiguous B={b}")
-        ax.axhline(m["bandwidth_gbps_used"], color="black", lw=1,
-                   label=f"read bandwidth {m['bandwidth_gbps_used']:.1f} GB/s")
+        bw = m.get("bandwidth_gbps_shapes", {}).get("median", m["bandwidth_gbps_used"])
+        ax.axhline(bw, color="black", lw=1, label=f"read bandwidth {bw:.1f} GB/s")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("KV length L (tokens)")
         ax.set_title(f"{M8B}, {dt} KV, block size 128")
@@ -558,13 +562,19 @@ def plot(data, path):
 def markdown(data):
     """The figures of a JSON file as a Markdown report (for docs/benchmarks.md)."""
     m = data["machine"]
+    if "bandwidth_gbps_shapes" in m:
+        p = m["bandwidth_gbps_shapes"]
+        frac = (f"between the shapes ({m['shape_probe_mib']} MiB probes) {p['min']:.1f} to "
+                f"{p['max']:.1f}, median {p['median']:.1f}; each shape's fractions divide by the "
+                f"better of the probes just before and after it")
+    else:
+        frac = f"fractions divide by {m['bandwidth_gbps_used']:.1f}"
     out = [f"Measured {data['date']} by `bench.py --grid {data['grid']}`: {m['cpu']}, isa "
            f"**{data['isa']}**, {data['threads']} threads, {data['cache']} cache, torch "
            f"{data['versions']['torch']} (GQA: {data['torch_gqa']}). Read bandwidth "
            f"{m.get('bandwidth_gbps_start', m['bandwidth_gbps']):.1f} GB/s before the shapes and "
-           f"{m.get('bandwidth_gbps_end', m['bandwidth_gbps']):.1f} after; fractions divide by "
-           f"{m['bandwidth_gbps_used']:.1f}. Fixed cost of one Python call (L=16): best "
-           f"{data['fixed_cost_us']['best']:.1f} µs.", ""]
+           f"{m.get('bandwidth_gbps_end', m['bandwidth_gbps']):.1f} after (1 GiB probes); {frac}. "
+           f"Fixed cost of one Python call (L=16): best {data['fixed_cost_us']['best']:.1f} µs.", ""]
     out.append("| model | B | L | bs | KV | sparse | KV MiB | ifa ms | GB/s | bw | roof | "
                "gather+SDPA ms | x | SDPA contig ms | x |")
     out.append("|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -628,6 +638,9 @@ def parse_args(argv=None):
     p.add_argument("--bench-bin", help="path of ifa_bench for the bandwidth probe")
     p.add_argument("--bw-mib", type=int, default=1024)
     p.add_argument("--bw-reps", type=int, default=7)
+    p.add_argument("--shape-bw-mib", type=int, default=256,
+                   help="size of the bandwidth probe between shapes (MiB); 0: no such probe, the "
+                        "fractions divide by the better of the first and last probes")
     p.add_argument("--fixed-calls", type=int, default=5000)
     p.add_argument("--json", help="write the results here (e.g. docs/bench.json)")
     p.add_argument("--plot", nargs="?", const="docs/bench.png", default=None,
@@ -689,10 +702,13 @@ def main(argv=None):
     print(f"# fixed cost of one Python call (B=1, L=16, fp16, warm): best {fixed[0]:.2f} us, "
           f"median {fixed[1]:.2f} us")
 
-    # Provisional figures use the first bandwidth; the final table the better of first and last.
+    # Provisional figures use the probe before the shape; the final table the better of the
+    # probes before and after it (or, without them, the better of the run's first and last).
     machine["bandwidth_gbps_used"] = machine["bandwidth_gbps"]
+    local = lambda: (probe_machine(binary, threads, args.shape_bw_mib, 3)["bandwidth_gbps"]
+                     if args.shape_bw_mib > 0 else None)
     print(HEADER)
-    results = []
+    results, probes = [], [local()]
     t_start = time.perf_counter()
     for shape in shapes:
         model, B, L, bs, dt, sp = shape
@@ -713,6 +729,7 @@ def main(argv=None):
                 if k in res:
                     r[k + "_s"], r[k + "_median_s"], _ = res[k]
             r["ok"] = True
+            r["bandwidth_gbps_local"] = probes[-1]
             roofline(r, machine)
             del case
         except (MemoryError, RuntimeError, ValueError) as e:
@@ -720,17 +737,28 @@ def main(argv=None):
             r["error"] = str(e).splitlines()[0][:200]
         results.append(r)
         print(line(r), flush=True)
+        probes.append(local())
     elapsed = time.perf_counter() - t_start
 
     end = probe_machine(binary, threads, args.bw_mib, args.bw_reps)
     machine["bandwidth_gbps_start"] = machine["bandwidth_gbps"]
     machine["bandwidth_gbps_end"] = end["bandwidth_gbps"]
     machine["bandwidth_gbps_used"] = max(machine["bandwidth_gbps"], end["bandwidth_gbps"])
-    for r in results:
+    for i, r in enumerate(results):
         if r.get("ok"):
+            if probes[i] is not None:
+                r["bandwidth_gbps_local"] = max(probes[i], probes[i + 1])
             roofline(r, machine)
-    print(f"# read bandwidth again at the end: {end['bandwidth_gbps']:.1f} GB/s; fractions below "
-          f"divide by {machine['bandwidth_gbps_used']:.1f} GB/s; shapes took {elapsed:.0f} s")
+    if probes[0] is not None:
+        srt = sorted(probes)
+        machine["shape_probe_mib"] = args.shape_bw_mib
+        machine["bandwidth_gbps_shapes"] = {"min": srt[0], "median": srt[len(srt) // 2],
+                                            "max": srt[-1]}
+        print(f"# read bandwidth between the shapes ({args.shape_bw_mib} MiB): min {srt[0]:.1f}, "
+              f"median {srt[len(srt) // 2]:.1f}, max {srt[-1]:.1f} GB/s; each shape's fractions "
+              f"divide by the better of the probes before and after it")
+    print(f"# read bandwidth again at the end: {end['bandwidth_gbps']:.1f} GB/s; the plot's line is "
+          f"{machine['bandwidth_gbps_used']:.1f} GB/s; shapes took {elapsed:.0f} s")
     print("# final figures (bw = fraction of read bandwidth, roof = fraction of roofline, "
           "x = speed-up of ifa over that torch job, err = max |ifa - torch|)")
     print(HEADER)
