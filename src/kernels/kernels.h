@@ -67,6 +67,22 @@ typedef void (*ifa__qk_q16_fn)(const int16_t *q16, const float *qscale, int64_t 
 typedef void (*ifa__qk_bf16q_fn)(const uint16_t *qb, int64_t G, int64_t D, const void *const *rows, int64_t n,
                                  float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch);
 
+/* P.V for int8 V on weights rounded to 16-bit fixed point (inner_precise = 1 only, attend.c).
+ * Per head g, with a = max_i |p[g*ld + i]|, s = 32767 / a and w_i = rne(p[g*ld + i] * s) (float
+ * operations, |w_i| <= 32767):
+ *
+ *   acc[g*D + d] = fma(a / 32767, (float)(sum_i w_i * V(i, d)), acc[g*D + d])
+ *
+ * with the sum exact in int32 (n <= 64 rows, |w| <= 32767, |v| <= 128: below 2^31). A head with
+ * a == 0 adds nothing. Each weight moves by at most a / 65534, a 2^-16 share of the largest weight
+ * of the call (SPEC.md 9 lets inner_precise = 1 round p before P.V). If any weight of the call is
+ * not finite, the call does the table's float pv[IFA__KV_I8] instead, so NaN and Inf propagate as
+ * there. On finite weights every implementation gives the same bits; AVX-512 VNNI sums pairs of
+ * rows with VPDPWSSD: half the multiply instructions of the float path and no conversion of V to
+ * float. V rows have unit d stride. */
+typedef void (*ifa__pv_q16_fn)(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows, int64_t n,
+                               float *acc, const void *const *prefetch, int64_t n_prefetch);
+
 /* Most rows one qk/pv call takes. */
 #define IFA__KERNEL_MAX_ROWS 64
 
@@ -94,6 +110,7 @@ typedef struct ifa__kernel_table {
     ifa__pv_fn pv[IFA__KV_KIND_COUNT];
     ifa__qk_q16_fn qk_i8_q16; /* NULL: this table has no integer qk (attend.c uses qk[IFA__KV_I8]) */
     ifa__qk_bf16q_fn qk_bf16_qbf16; /* NULL: none (attend.c uses qk[IFA__KV_BF16]) */
+    ifa__pv_q16_fn pv_i8_q16;       /* NULL: none (attend.c uses pv[IFA__KV_I8]) */
     ifa__softmax_fn softmax;
     ifa__f16_to_f32_fn f16_to_f32;
     ifa__f32_to_f16_fn f32_to_f16;

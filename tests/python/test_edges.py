@@ -455,3 +455,28 @@ def test_result_is_a_new_buffer(backend):
     else:
         assert not np.shares_memory(got, kw["query"]) and not np.shares_memory(got, kw["value_list"])
     assert_matches(case, got, backend=backend)
+
+
+# ---------------------------------------------------------------- int8 KV, fixed-point P.V (SPEC 9)
+
+
+@pytest.mark.parametrize("peak", [0, 1000, 4095])
+@pytest.mark.parametrize("inner_precise", [0, 1])
+def test_int8_kv_many_tiny_weights(peak, inner_precise):
+    """One token scores 12 above 4095 others (weights e^-12, under 2^-17 of the peak): rounding
+    the weights to 16 bits against the largest weight of the whole sequence would drop their 2.5%
+    share of the sum; the library rounds against the largest of each window (kernels.h), so the
+    output keeps to the tolerance."""
+    L, D = 4096, 64
+    q = torch.zeros(1, 1, D, dtype=torch.float16)
+    q[0, 0, 0] = 1.0
+    k = torch.full((1, L, D), 88, dtype=torch.int8)
+    k[0, peak, 0] = 100
+    v = torch.full((1, L, D), 100, dtype=torch.int8)
+    v[0, peak, :] = 0
+    scale = torch.tensor([1.0, 0.01], dtype=torch.float16)
+    kw = dict(antiquant_scale=scale, num_heads=1, scale_value=1.0, layout="BSH", inner_precise=inner_precise)
+    got = op()(q, [k], [v], **kw).double().numpy()
+    w = np.exp(-12.0)
+    want = (L - 1) * w * 1.0 / (1.0 + (L - 1) * w)  # about 0.024, all from the tiny weights
+    np.testing.assert_allclose(got, np.full((1, 1, D), want), rtol=2e-3, atol=2e-3)

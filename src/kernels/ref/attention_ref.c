@@ -110,6 +110,30 @@ static void softmax_ref(float *s, int64_t ld, int64_t G, int64_t n, float *m, fl
     }
 }
 
+/* kernels.h's fixed-point P.V, in the same float operations as the SIMD kernels (nearbyintf
+ * rounds half to even in the default rounding mode; fmaf is exact-then-round, like VFMADD). */
+static void pv_i8_q16_ref(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows, int64_t n,
+                          float *acc, const void *const *prefetch, int64_t n_prefetch) {
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(p[g * ld + i])) {
+                pv_i8(p, ld, G, D, rows, 1, n, acc, prefetch, n_prefetch);
+                return;
+            }
+    for (int64_t g = 0; g < G; g++) {
+        const float *pg = p + g * ld;
+        float a = 0.0f;
+        for (int64_t i = 0; i < n; i++) a = fabsf(pg[i]) > a ? fabsf(pg[i]) : a;
+        if (a == 0.0f) continue;
+        const float s = 32767.0f / a, inv = a / 32767.0f;
+        for (int64_t d = 0; d < D; d++) {
+            int32_t sum = 0;
+            for (int64_t i = 0; i < n; i++) sum += (int32_t)nearbyintf(pg[i] * s) * ((const int8_t *)rows[i])[d];
+            acc[g * D + d] = fmaf(inv, (float)sum, acc[g * D + d]);
+        }
+    }
+}
+
 static void f16_to_f32_ref(const void *src, int64_t n, float *dst) {
     for (int64_t i = 0; i < n; i++) dst[i] = load_f16(src, i);
 }
@@ -127,6 +151,7 @@ const ifa__kernel_table ifa__kernels_ref = {
     .pv = {[IFA__KV_F16] = pv_f16, [IFA__KV_BF16] = pv_bf16, [IFA__KV_F32] = pv_f32, [IFA__KV_I8] = pv_i8},
     .qk_i8_q16 = qk_i8_q16_ref,
     .qk_bf16_qbf16 = qk_bf16_qbf16_ref,
+    .pv_i8_q16 = pv_i8_q16_ref,
     .softmax = softmax_ref,
     .f16_to_f32 = f16_to_f32_ref,
     .f32_to_f16 = f32_to_f16_ref,

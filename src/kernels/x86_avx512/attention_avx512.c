@@ -41,6 +41,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../kernels.h"
 
@@ -372,6 +373,120 @@ IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, 
     if (d0 < D) pv_heads(kind, 0, p, ld, G, D, v, n, acc, d0, tail_mask(D - d0), &ps, 0);
 }
 
+/* ---- pv, int8 V on 16-bit fixed-point weights (VPDPWSSD) --------------------------------- */
+
+/* kernels.h's pv_i8_q16. VPDPWSSD adds the products of adjacent int16 pairs into each int32 lane,
+ * so a lane pairs rows i and i+1 of one d: a pair of rows is sign-extended to int16 and its two
+ * rows interleaved with UNPCKLWD/UNPCKHWD, and each head broadcasts its two weights (w_i, w_i+1)
+ * as one int32. The unpacks work inside 128-bit lanes, so the "lo" accumulator of a 32-wide group
+ * of d holds d = 0-3, 8-11, 16-19, 24-27 and "hi" the rest; two VPERMT2D put them back in order
+ * when the call ends. An odd n pairs the last row with itself, at weight 0. */
+
+/* One slice: NG groups of 32 d starting at d0 (masks m0, m1 for the D tail), GB heads, all rows. */
+IFA__INLINE void pv_q16_slice(const int GB, const int NG, const int16_t *w, const float *inv, int64_t D,
+                              const void *const *vrows, int64_t n, float *acc, int64_t d0, __mmask32 m0, __mmask32 m1,
+                              ifa__prefetch_stream *ps, int64_t per_pair) {
+    __m512i a[4][4];
+    for (int g = 0; g < GB; g++)
+        for (int j = 0; j < 2 * NG; j++) a[g][j] = _mm512_setzero_si512();
+    for (int64_t i = 0; i < n; i += 2) {
+        const int8_t *r0 = (const int8_t *)vrows[i] + d0;
+        const int8_t *r1 = (const int8_t *)vrows[i + 1 < n ? i + 1 : i] + d0;
+        ifa__prefetch_next(ps, per_pair);
+        __m512i x[4];
+        for (int h = 0; h < NG; h++) {
+            const __mmask32 m = h == 0 ? m0 : m1;
+            const __m512i va = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, r0 + 32 * h));
+            const __m512i vb = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, r1 + 32 * h));
+            x[2 * h] = _mm512_unpacklo_epi16(va, vb);
+            x[2 * h + 1] = _mm512_unpackhi_epi16(va, vb);
+        }
+        for (int g = 0; g < GB; g++) {
+            int32_t pair; /* w_i and w_i+1 as one int32 (memcpy: no type punning) */
+            memcpy(&pair, w + g * 64 + i, sizeof pair);
+            const __m512i pw = _mm512_set1_epi32(pair);
+            for (int j = 0; j < 2 * NG; j++) a[g][j] = _mm512_dpwssd_epi32(a[g][j], pw, x[j]);
+        }
+    }
+    const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    for (int g = 0; g < GB; g++) {
+        const __m512 sc = _mm512_set1_ps(inv[g]);
+        for (int h = 0; h < NG; h++) {
+            const __mmask32 m = h == 0 ? m0 : m1;
+            const __mmask16 k0 = (__mmask16)m, k1 = (__mmask16)(m >> 16);
+            float *o = acc + g * D + d0 + 32 * h;
+            const __m512i lo = a[g][2 * h], hi = a[g][2 * h + 1];
+            const __m512 e0 = _mm512_cvtepi32_ps(_mm512_permutex2var_epi32(lo, first, hi));
+            const __m512 e1 = _mm512_cvtepi32_ps(_mm512_permutex2var_epi32(lo, second, hi));
+            _mm512_mask_storeu_ps(o, k0, _mm512_fmadd_ps(sc, e0, _mm512_maskz_loadu_ps(k0, o)));
+            _mm512_mask_storeu_ps(o + 16, k1, _mm512_fmadd_ps(sc, e1, _mm512_maskz_loadu_ps(k1, o + 16)));
+        }
+    }
+}
+
+IFA__INLINE __mmask32 mask32(int64_t count) {
+    return count >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << count) - 1u);
+}
+
+/* All slices of D for a block of GB heads. */
+IFA__INLINE void pv_q16_heads(const int GB, const int16_t *w, const float *inv, int64_t D, const void *const *v,
+                              int64_t n, float *acc, ifa__prefetch_stream *ps, int64_t per_pair) {
+    int64_t d0 = 0;
+    for (; D - d0 > 32; d0 += 64)
+        pv_q16_slice(GB, 2, w, inv, D, v, n, acc, d0, mask32(D - d0), mask32(D - d0 - 32), ps, per_pair);
+    if (d0 < D) pv_q16_slice(GB, 1, w, inv, D, v, n, acc, d0, mask32(D - d0), 0, ps, per_pair);
+}
+
+static void pv_i8_q16_avx512(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v, int64_t n,
+                             float *acc, const void *const *prefetch, int64_t n_prefetch) {
+    /* A weight that is not finite sends the whole call down the float path (kernels.h). */
+    __mmask16 odd = 0;
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t i = 0; i < n; i += 16)
+            odd |= _mm512_fpclass_ps_mask(_mm512_maskz_loadu_ps(tail_mask(n - i < 16 ? n - i : 16), p + g * ld + i),
+                                          0x01 | 0x08 | 0x10 | 0x80); /* QNaN, +Inf, -Inf, SNaN */
+    if (odd) {
+        pv_impl(IFA__KV_I8, p, ld, G, D, v, n, acc, prefetch, n_prefetch);
+        return;
+    }
+    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D);
+    const int64_t steps = ((D + 63) / 64) * ((n + 1) / 2) * ((G + 3) / 4);
+    const int64_t per_pair = steps > 0 ? (ifa__prefetch_lines(&ps) + steps - 1) / steps : 0;
+    for (int64_t g0 = 0; g0 < G; g0 += 4) {
+        const int64_t gb = G - g0 < 4 ? G - g0 : 4;
+        int16_t w[4 * 64]; /* per head: the n weights, then a 0 when n is odd */
+        float inv[4] = {0};
+        int any = 0;
+        for (int64_t g = 0; g < gb; g++) {
+            const float *pg = p + (g0 + g) * ld;
+            __m512 mx = _mm512_setzero_ps();
+            for (int64_t i = 0; i < n; i += 16)
+                mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail_mask(n - i < 16 ? n - i : 16), pg + i)));
+            const float a = _mm512_reduce_max_ps(mx);
+            /* a == 0: weights and scale 0, so the head adds 0 * sum = nothing. */
+            const float s = a > 0.0f ? 32767.0f / a : 0.0f;
+            inv[g] = a / 32767.0f;
+            any |= a > 0.0f;
+            int16_t *w16 = w + g * 64;
+            for (int64_t i = 0; i < n; i += 16) {
+                const __mmask16 k = tail_mask(n - i < 16 ? n - i : 16);
+                const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, pg + i), _mm512_set1_ps(s));
+                _mm256_mask_storeu_epi16(w16 + i, k, _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(x)));
+            }
+            if (n & 1) w16[n] = 0;
+        }
+        if (!any) continue;
+        switch (gb) {
+        case 1: pv_q16_heads(1, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
+        case 2: pv_q16_heads(2, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
+        case 3: pv_q16_heads(3, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
+        default: pv_q16_heads(4, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
+        }
+    }
+    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
+}
+
 /* ---- The instances ------------------------------------------------------------------------ */
 
 IFA__DEFINE_QK_PV(f16, IFA__KV_F16)
@@ -475,6 +590,7 @@ const ifa__kernel_table ifa__kernels_avx512 = {
     .pv = {[IFA__KV_F16] = pv_f16, [IFA__KV_BF16] = pv_bf16, [IFA__KV_F32] = pv_f32, [IFA__KV_I8] = pv_i8},
     .qk_i8_q16 = qk_i8_q16_avx512,
     .qk_bf16_qbf16 = qk_bf16_qbf16_avx512,
+    .pv_i8_q16 = pv_i8_q16_avx512,
     .softmax = softmax_avx512,
     .f16_to_f32 = f16_to_f32_avx512,
     .f32_to_f16 = f32_to_f16_avx512,
