@@ -97,6 +97,13 @@ static int uses_fixed_point_pv(const ifa__problem *pb, const ifa__kernel_table *
     return pb->inner_precise == 1 && pb->kv_dtype == IFA_DTYPE_INT8 && !pb->full_quant && kt->pv_i8_q16 != NULL;
 }
 
+/* Whether P.V takes weights rounded to bfloat16 (kernels.h, pv_bf16_pbf16): bfloat16 KV at
+ * inner_precise = 1 (SPEC.md 9), where the table has the kernel; a relative error of 2^-9 per
+ * weight, inside SPEC.md 11's 1.6e-2. */
+static int uses_bf16_weights(const ifa__problem *pb, const ifa__kernel_table *kt) {
+    return pb->inner_precise == 1 && pb->kv_dtype == IFA_DTYPE_BFLOAT16 && kt->pv_bf16_pbf16 != NULL;
+}
+
 /* q16 and qscale of one head for the rounded-query qk (see the scratch layout). */
 static void rounded_query(const ifa__problem *pb, const float *qp, float *qscale, int16_t *q16) {
     if (pb->kv_dtype == IFA_DTYPE_INT8) {
@@ -362,7 +369,7 @@ typedef struct tile_ctx {
     const ifa__problem *pb;
     const ifa__kernel_table *kt;
     ifa__kv_kind kind;
-    int finish, rounded, pv_q16;
+    int finish, rounded, pv_q16, pv_bf16;
     int64_t b, h0, per_head, state_floats;
     float *scratch, *states, *s, *alpha;
 } tile_ctx;
@@ -390,6 +397,8 @@ static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, const 
     softmax_update(pb, kt, c->b, u->pos, u->n, s, ld, state, c->alpha);
     if (c->pv_q16 && u->v_d == 1)
         kt->pv_i8_q16(s, ld, G, D, u->v, u->n, ifa__state_acc(state, G), pv, npv);
+    else if (c->pv_bf16 && u->v_d == 1)
+        kt->pv_bf16_pbf16(s, ld, G, D, u->v, u->n, ifa__state_acc(state, G), pv, npv);
     else
         kv->pv[c->kind](s, ld, G, D, u->v, u->v_d, u->n, ifa__state_acc(state, G), pv, npv);
 }
@@ -455,6 +464,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
     float *alpha = scratch + nh * per_head, *s = alpha + G;
     const tile_ctx c = {.pb = pb, .kt = kt, .kind = kv_kind(pb->kv_dtype), .finish = needs_finish(pb),
                         .rounded = uses_rounded_query(pb, kt), .pv_q16 = uses_fixed_point_pv(pb, kt),
+                        .pv_bf16 = uses_bf16_weights(pb, kt),
                         .b = b, .h0 = h0, .per_head = per_head, .state_floats = state_floats,
                         .scratch = scratch, .states = states, .s = s, .alpha = alpha};
     rows_unit scan;

@@ -83,6 +83,17 @@ typedef void (*ifa__qk_bf16q_fn)(const uint16_t *qb, int64_t G, int64_t D, const
 typedef void (*ifa__pv_q16_fn)(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows, int64_t n,
                                float *acc, const void *const *prefetch, int64_t n_prefetch);
 
+/* P.V for bfloat16 V on weights rounded to bfloat16 (inner_precise = 1 only, attend.c):
+ *
+ *   acc[g*D + d] += sum_i bf16(p[g*ld + i]) * V(i, d)     products exact, sums in float32
+ *
+ * (bf16() rounds to nearest even; SPEC.md 9 lets inner_precise = 1 round p to the KV's 16-bit
+ * dtype). AVX-512 BF16 sums pairs of rows with VDPBF16PS, which reads V as it is stored: no
+ * conversion to float32 and half the multiply instructions. VDPBF16PS treats bfloat16 subnormals
+ * as 0. V rows have unit d stride. */
+typedef void (*ifa__pv_bf16p_fn)(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,
+                                 int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch);
+
 /* Most rows one qk/pv call takes. */
 #define IFA__KERNEL_MAX_ROWS 64
 
@@ -111,6 +122,7 @@ typedef struct ifa__kernel_table {
     ifa__qk_q16_fn qk_i8_q16; /* NULL: this table has no integer qk (attend.c uses qk[IFA__KV_I8]) */
     ifa__qk_bf16q_fn qk_bf16_qbf16; /* NULL: none (attend.c uses qk[IFA__KV_BF16]) */
     ifa__pv_q16_fn pv_i8_q16;       /* NULL: none (attend.c uses pv[IFA__KV_I8]) */
+    ifa__pv_bf16p_fn pv_bf16_pbf16; /* NULL: none (attend.c uses pv[IFA__KV_BF16]) */
     ifa__softmax_fn softmax;
     ifa__f16_to_f32_fn f16_to_f32;
     ifa__f32_to_f16_fn f32_to_f16;

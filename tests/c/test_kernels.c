@@ -355,6 +355,47 @@ static void check_pv_q16(const ifa__kernel_table *t, int64_t D, int64_t n, int64
     free(want);
 }
 
+/* The bfloat16-weight P.V: the reference's products are those of the kernel (weights rounded to
+ * bfloat16 the same way, products exact), the sums in another order: check_pv's bound with p
+ * taken as the rounded weights. */
+static void check_pv_bf16p(const ifa__kernel_table *t, int64_t D, int64_t n, int64_t G, uint64_t seed)
+{
+    rng r = rng_seed(seed);
+    const int64_t stride = pick_stride(D, &r);
+    void *v = kv_make(IFA__KV_BF16, n, D, stride, &r);
+    float *p = floats(G * LD, &r, (seed & 1) ? -1.0 : 0.0, 1.0);
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t i = n; i < LD; i++) p[g * LD + i] = NAN;
+    float *acc0 = floats(G * D + 1, &r, -3.0, 3.0);
+    acc0[G * D] = SENTINEL;
+    float *got = malloc((size_t)(G * D + 1) * sizeof *got), *want = malloc((size_t)(G * D + 1) * sizeof *want);
+    memcpy(got, acc0, (size_t)(G * D + 1) * sizeof *got);
+    memcpy(want, acc0, (size_t)(G * D + 1) * sizeof *want);
+    const void *rows[64], *pf[64];
+    row_pointers(v, IFA__KV_BF16, n, stride, seed, rows, pf);
+    ifa__kernels_ref.pv_bf16_pbf16(p, LD, G, D, rows, n, want, NULL, 0);
+    t->pv_bf16_pbf16(p, LD, G, D, rows, n, got, pf, n);
+    CHECK_MSG(got[G * D] == SENTINEL, "%s pv_bf16_pbf16 D=%lld n=%lld G=%lld: wrote past acc", t->isa,
+              (long long)D, (long long)n, (long long)G);
+    for (int64_t j = 0; j < G * D; j++) {
+        double mag = fabs(acc0[j]);
+        for (int64_t i = 0; i < n; i++)
+            mag += fabs((double)ifa__bf16_to_f32(ifa__f32_to_bf16(p[(j / D) * LD + i])) *
+                        kv_get(rows[i], IFA__KV_BF16, j % D));
+        if (!(fabs((double)got[j] - want[j]) <= (double)(n + 2) * 0x1p-23 * mag)) {
+            CHECK_MSG(0, "%s pv_bf16_pbf16 D=%lld n=%lld G=%lld: acc[%lld][%lld] = %.9g, ref %.9g", t->isa,
+                      (long long)D, (long long)n, (long long)G, (long long)(j / D), (long long)(j % D), got[j],
+                      want[j]);
+            break;
+        }
+    }
+    free(v);
+    free(p);
+    free(acc0);
+    free(got);
+    free(want);
+}
+
 /* Sweeps one optional kernel over the edge sizes, for every table that has it (`has`). */
 typedef void (*optional_check)(const ifa__kernel_table *t, int64_t D, int64_t n, int64_t G, uint64_t seed);
 
@@ -380,10 +421,12 @@ static void sweep_optional(const char *name, int (*has)(const ifa__kernel_table 
 static int has_qk_q16(const ifa__kernel_table *t) { return t->qk_i8_q16 != NULL; }
 static int has_qk_bf16q(const ifa__kernel_table *t) { return t->qk_bf16_qbf16 != NULL; }
 static int has_pv_q16(const ifa__kernel_table *t) { return t->pv_i8_q16 != NULL; }
+static int has_pv_bf16p(const ifa__kernel_table *t) { return t->pv_bf16_pbf16 != NULL; }
 
 static void test_qk_q16_edges(void) { sweep_optional("qk_i8_q16", has_qk_q16, check_qk_q16, 77u); }
 static void test_qk_bf16q_edges(void) { sweep_optional("qk_bf16_qbf16", has_qk_bf16q, check_qk_bf16q, 91u); }
 static void test_pv_q16_edges(void) { sweep_optional("pv_i8_q16", has_pv_q16, check_pv_q16, 113u); }
+static void test_pv_bf16p_edges(void) { sweep_optional("pv_bf16_pbf16", has_pv_bf16p, check_pv_bf16p, 127u); }
 
 static void test_qk_edges(void) { sweep(1); }
 static void test_pv_edges(void) { sweep(0); }
@@ -503,6 +546,7 @@ int main(int argc, char **argv)
         TST_CASE(test_qk_q16_edges),
         TST_CASE(test_qk_bf16q_edges),
         TST_CASE(test_pv_q16_edges),
+        TST_CASE(test_pv_bf16p_edges),
         TST_CASE(test_softmax),
         TST_CASE(test_exp_range),
     };

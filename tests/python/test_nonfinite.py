@@ -137,10 +137,14 @@ def test_nan_in_key_of_masked_token_has_no_effect():
     assert torch.equal(out, base)
 
 
-def test_nonfinite_value_reaches_the_output_element():
-    q, k, v = _setup()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("S", [40, 41])
+def test_nonfinite_value_reaches_the_output_element(dtype, S):
+    """bfloat16 at inner_precise 1 takes the paired-row P.V (kernels.h): an odd S leaves a row
+    that pairs with zeros, which must not turn an infinity into NaN."""
+    q, k, v = _setup(S=S, dtype=dtype)
     v[0, 0, 9, 2] = NAN
-    v[0, 1, 3, 4] = INF
+    v[0, 1, S - 1, 4] = INF  # the last row: the unpaired one when S is odd
     out = _run(q, k, v)
     assert bool(out[0, :2, 0, 2].isnan().all())
     assert bool(torch.isposinf(out[0, 2:, 0, 4]).all())

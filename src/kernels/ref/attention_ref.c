@@ -134,6 +134,18 @@ static void pv_i8_q16_ref(const float *p, int64_t ld, int64_t G, int64_t D, cons
     }
 }
 
+/* kernels.h's bfloat16-weight P.V: the weights rounded to bfloat16, then as pv_bf16. */
+static void pv_bf16_pbf16_ref(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,
+                              int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
+    (void)prefetch;
+    (void)n_prefetch;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t g = 0; g < G; g++) {
+            const float pi = ifa__bf16_to_f32(ifa__f32_to_bf16(p[g * ld + i]));
+            for (int64_t d = 0; d < D; d++) acc[g * D + d] += pi * load_bf16(rows[i], d);
+        }
+}
+
 static void f16_to_f32_ref(const void *src, int64_t n, float *dst) {
     for (int64_t i = 0; i < n; i++) dst[i] = load_f16(src, i);
 }
@@ -152,6 +164,7 @@ const ifa__kernel_table ifa__kernels_ref = {
     .qk_i8_q16 = qk_i8_q16_ref,
     .qk_bf16_qbf16 = qk_bf16_qbf16_ref,
     .pv_i8_q16 = pv_i8_q16_ref,
+    .pv_bf16_pbf16 = pv_bf16_pbf16_ref,
     .softmax = softmax_ref,
     .f16_to_f32 = f16_to_f32_ref,
     .f32_to_f16 = f32_to_f16_ref,

@@ -487,6 +487,85 @@ static void pv_i8_q16_avx512(const float *p, int64_t ld, int64_t G, int64_t D, c
     ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
 }
 
+/* ---- pv, bfloat16 V on bfloat16 weights (VDPBF16PS) ----------------------------------------- */
+
+/* kernels.h's pv_bf16_pbf16, laid out as pv_i8_q16 above: a lane pairs rows i and i+1 of one d
+ * (UNPCKLWD/UNPCKHWD of the two rows as stored), each head broadcasts its two bfloat16 weights as
+ * one 32-bit value, and VPERMT2PS restores the order of d when the call ends. */
+IFA__INLINE void pv_bf16p_slice(const int GB, const int NG, const uint16_t *w, int64_t D, const void *const *vrows,
+                                int64_t n, float *acc, int64_t d0, __mmask32 m0, __mmask32 m1,
+                                ifa__prefetch_stream *ps, int64_t per_pair) {
+    __m512 a[4][4];
+    for (int g = 0; g < GB; g++)
+        for (int j = 0; j < 2 * NG; j++) a[g][j] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 2) {
+        const uint16_t *r0 = (const uint16_t *)vrows[i] + d0;
+        const uint16_t *r1 = (const uint16_t *)vrows[i + 1 < n ? i + 1 : i] + d0;
+        const int pair = i + 1 < n; /* else row n-1 pairs with zeros (0 * Inf would be NaN) */
+        ifa__prefetch_next(ps, per_pair);
+        __m512i x[4];
+        for (int h = 0; h < NG; h++) {
+            const __mmask32 m = h == 0 ? m0 : m1;
+            const __m512i va = _mm512_maskz_loadu_epi16(m, r0 + 32 * h);
+            const __m512i vb = _mm512_maskz_loadu_epi16(pair ? m : 0, r1 + 32 * h);
+            x[2 * h] = _mm512_unpacklo_epi16(va, vb);
+            x[2 * h + 1] = _mm512_unpackhi_epi16(va, vb);
+        }
+        for (int g = 0; g < GB; g++) {
+            int32_t wpair; /* w_i and w_i+1 as one 32-bit value (memcpy: no type punning) */
+            memcpy(&wpair, w + g * 64 + i, sizeof wpair);
+            const __m512bh pw = (__m512bh)_mm512_set1_epi32(wpair);
+            for (int j = 0; j < 2 * NG; j++) a[g][j] = _mm512_dpbf16_ps(a[g][j], pw, (__m512bh)x[j]);
+        }
+    }
+    const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    for (int g = 0; g < GB; g++)
+        for (int h = 0; h < NG; h++) {
+            const __mmask32 m = h == 0 ? m0 : m1;
+            const __mmask16 k0 = (__mmask16)m, k1 = (__mmask16)(m >> 16);
+            float *o = acc + g * D + d0 + 32 * h;
+            const __m512 lo = a[g][2 * h], hi = a[g][2 * h + 1];
+            _mm512_mask_storeu_ps(o, k0, _mm512_add_ps(_mm512_maskz_loadu_ps(k0, o), _mm512_permutex2var_ps(lo, first, hi)));
+            _mm512_mask_storeu_ps(o + 16, k1,
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(k1, o + 16), _mm512_permutex2var_ps(lo, second, hi)));
+        }
+}
+
+IFA__INLINE void pv_bf16p_heads(const int GB, const uint16_t *w, int64_t D, const void *const *v, int64_t n,
+                                float *acc, ifa__prefetch_stream *ps, int64_t per_pair) {
+    int64_t d0 = 0;
+    for (; D - d0 > 32; d0 += 64)
+        pv_bf16p_slice(GB, 2, w, D, v, n, acc, d0, mask32(D - d0), mask32(D - d0 - 32), ps, per_pair);
+    if (d0 < D) pv_bf16p_slice(GB, 1, w, D, v, n, acc, d0, mask32(D - d0), 0, ps, per_pair);
+}
+
+static void pv_bf16_pbf16_avx512(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v, int64_t n,
+                                 float *acc, const void *const *prefetch, int64_t n_prefetch) {
+    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, 2 * D);
+    const int64_t steps = ((D + 63) / 64) * ((n + 1) / 2) * ((G + 3) / 4);
+    const int64_t per_pair = steps > 0 ? (ifa__prefetch_lines(&ps) + steps - 1) / steps : 0;
+    for (int64_t g0 = 0; g0 < G; g0 += 4) {
+        const int64_t gb = G - g0 < 4 ? G - g0 : 4;
+        uint16_t w[4 * 64]; /* per head: the n weights in bfloat16, then a 0 when n is odd */
+        for (int64_t g = 0; g < gb; g++) {
+            for (int64_t i = 0; i < n; i += 16) {
+                const __mmask16 k = tail_mask(n - i < 16 ? n - i : 16);
+                const __m256bh b = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, p + (g0 + g) * ld + i));
+                _mm256_mask_storeu_epi16(w + g * 64 + i, k, (__m256i)b);
+            }
+            if (n & 1) w[g * 64 + n] = 0;
+        }
+        switch (gb) {
+        case 1: pv_bf16p_heads(1, w, D, v, n, acc + g0 * D, &ps, per_pair); break;
+        case 2: pv_bf16p_heads(2, w, D, v, n, acc + g0 * D, &ps, per_pair); break;
+        case 3: pv_bf16p_heads(3, w, D, v, n, acc + g0 * D, &ps, per_pair); break;
+        default: pv_bf16p_heads(4, w, D, v, n, acc + g0 * D, &ps, per_pair); break;
+        }
+    }
+    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
+}
+
 /* ---- The instances ------------------------------------------------------------------------ */
 
 IFA__DEFINE_QK_PV(f16, IFA__KV_F16)
@@ -591,6 +670,7 @@ const ifa__kernel_table ifa__kernels_avx512 = {
     .qk_i8_q16 = qk_i8_q16_avx512,
     .qk_bf16_qbf16 = qk_bf16_qbf16_avx512,
     .pv_i8_q16 = pv_i8_q16_avx512,
+    .pv_bf16_pbf16 = pv_bf16_pbf16_avx512,
     .softmax = softmax_avx512,
     .f16_to_f32 = f16_to_f32_avx512,
     .f32_to_f16 = f32_to_f16_avx512,
