@@ -79,8 +79,10 @@ SPARSITY = {"dense": 1, "1/8": 8, "1/32": 32}
 K4, K32 = 4096, 32768
 M8B, MQW, M70B = "llama3-8b", "qwen2.5-7b", "llama3-70b"
 
-# A grid is a union of cartesian products: (models, batches, lengths, block sizes, dtypes, sparsity).
-# The same grids as bench/bench_ifa.c.
+# A grid is a union of cartesian products: (models, batches, lengths, block sizes, dtypes, sparsity
+# [, caches]). The cache is "3d", (blocks, bs, KVN*D) with a BSH query (the default), or "4d",
+# (blocks, KVN, bs, D) with a BNSD query: in the 4-D cache a head's rows of a page are contiguous,
+# the natural form for per-head page selection. The 3-D grids are those of bench/bench_ifa.c.
 GRIDS = {
     # One model at B=1 over every axis, plus a few points of the others.
     "quick": [
@@ -89,6 +91,7 @@ GRIDS = {
         ([MQW, M70B], [1], [K4], [128], ["fp16"], ["dense"]),
         ([M8B], [1], [K4, K32], [16], ["fp16"], ["dense"]),
         ([M8B], [1], [K32], [16, 128], ["fp16"], ["1/8", "1/32"]),
+        ([M8B], [1], [K32], [128], ["fp16"], ["dense", "1/8"], ["4d"]),
     ],
     # Every model, batch and length for fp16 at block size 128; bf16, int8, block size 16 and the
     # sparse selections on Llama-3-8B.
@@ -99,6 +102,7 @@ GRIDS = {
         ([M8B], [4], [K4, K32], [16], ["bf16", "int8"], ["dense"]),
         ([M8B], [1, 4, 16], [K32], [16, 128], ["fp16"], ["1/8", "1/32"]),
         ([M8B], [4], [K4, K32], [16, 128], ["bf16", "int8"], ["1/8", "1/32"]),
+        ([M8B], [1, 4, 16], [K32], [16, 128], ["fp16"], ["dense", "1/8", "1/32"], ["4d"]),
     ],
     # Every combination of the issue's axes: 486 shapes, hours with torch.
     "all": [
@@ -112,7 +116,8 @@ def expand_grid(name, args):
     """The shapes of grid `name` that pass the command-line filters, without duplicates."""
     shapes, seen = [], set()
     for block in GRIDS[name]:
-        for s in itertools.product(*block):
+        caches = ["4d"] if args.bnsd else (block[6] if len(block) > 6 else ["3d"])
+        for s in itertools.product(*block[:6], caches):
             keep = all(f is None or v in f for v, f in zip(
                 s, (args.model, args.batch, args.len, args.block_size, args.dtype, args.sparsity)))
             if keep and s not in seen:
@@ -225,7 +230,7 @@ class Case:
     block tables and selections, and the three timed jobs."""
 
     def __init__(self, shape, args):
-        model, B, L, bs, dt, sp = shape
+        model, B, L, bs, dt, sp, cache = shape
         N, KVN, D = MODELS[model]
         kv_dtype, q_dtype, es = DTYPES[dt]
         den = SPARSITY[sp]
@@ -254,7 +259,7 @@ class Case:
         gen = torch.Generator().manual_seed(1234 + B * 7 + L)
 
         nb = B * M * n_tables
-        if args.bnsd:
+        if cache == "4d":
             cache_shape, self.layout = (nb, KVN, bs, D), "BNSD"
             self.q = (torch.rand(B, N, 1, D, generator=gen) * 2 - 1).to(q_dtype)
         else:
@@ -430,7 +435,7 @@ def goals(results, fixed_us):
                     "met": met == len(vals)})
 
     lab = lambda r: (f"{r['model']} B={r['batch']} L={r['seq_len']} bs={r['block_size']} "
-                     f"{r['kv_dtype']} {r['sparsity']}")
+                     f"{r['kv_dtype']} {r['sparsity']}{' 4d' if r['cache'] == '4d' else ''}")
     # int8 has its own goal (bandwidth counting int8 bytes) just below.
     add("fp16/bf16 KV, dense, L >= 4K, block size 128: fraction of roofline", 0.80,
         [(lab(r), r["roofline_fraction"]) for r in ok
@@ -447,15 +452,13 @@ def goals(results, fixed_us):
         [(lab(r), r["speedup_vs_torch_gather"]) for r in ok if "speedup_vs_torch_gather" in r], ">=")
     add("speed-up over torch SDPA on contiguous KV", 1.5,
         [(lab(r), r["speedup_vs_torch_contig"]) for r in ok if "speedup_vs_torch_contig" in r], ">=")
-    dense = {(r["model"], r["batch"], r["seq_len"], r["block_size"], r["kv_dtype"]): r for r in ok
-             if r["sparsity"] == "dense"}
-    sp = []
-    for r in ok:
-        if r["sparsity"] == "1/8" and r["seq_len"] == K32:
-            d = dense.get((r["model"], r["batch"], r["seq_len"], r["block_size"], r["kv_dtype"]))
-            if d:
-                sp.append((lab(r), d["time_s"] / r["time_s"]))
-    add("sparse 1/8 at L=32K: speed-up over dense", 6.0, sp, ">=")
+    key = lambda r: (r["model"], r["batch"], r["seq_len"], r["block_size"], r["kv_dtype"], r["cache"])
+    dense = {key(r): r for r in ok if r["sparsity"] == "dense"}
+    for cache, what in (("3d", "(blocks, bs, KVN*D) cache"), ("4d", "(blocks, KVN, bs, D) cache")):
+        sp = [(lab(r), dense[key(r)]["time_s"] / r["time_s"]) for r in ok
+              if r["sparsity"] == "1/8" and r["seq_len"] == K32 and r["cache"] == cache and key(r) in dense]
+        if sp or cache == "3d":
+            add(f"sparse 1/8 at L=32K, {what}: speed-up over dense", 6.0, sp, ">=")
     if fixed_us is not None:
         out.append({"goal": "fixed cost of one Python call (L=16), us", "target": "<= 15",
                     "shapes": 1, "worst": round(fixed_us, 3), "met": fixed_us <= 15.0})
@@ -486,14 +489,14 @@ def roofline(r, machine):
             r["speedup_vs_" + k] = r[k + "_s"] / r["time_s"]
 
 
-HEADER = (f"{'model':<11} {'B':>3} {'L':>6} {'bs':>4} {'kv':<5} {'sparse':<6} {'KV MiB':>8} "
+HEADER = (f"{'model':<11} {'B':>3} {'L':>6} {'bs':>4} {'kv':<5} {'sparse':<6} {'cache':<5} {'KV MiB':>8} "
           f"{'ifa ms':>9} {'GB/s':>6} {'bw':>5} {'roof':>5} {'gather ms':>10} {'x':>6} "
           f"{'contig ms':>10} {'x':>6} {'err':>8}")
 
 
 def line(r):
     head = (f"{r['model']:<11} {r['batch']:>3} {r['seq_len']:>6} {r['block_size']:>4} "
-            f"{r['dtype_short']:<5} {r['sparsity']:<6} ")
+            f"{r['dtype_short']:<5} {r['sparsity']:<6} {r['cache']:<5} ")
     if not r.get("ok"):
         return head + r.get("error", "failed")
     s = (f"{r['kv_bytes'] / 2**20:>8.1f} {r['time_s'] * 1e3:>9.3f} {r['gbps']:>6.2f} "
@@ -516,7 +519,7 @@ def plot(data, path):
         print("# --plot needs matplotlib: pip install matplotlib", file=sys.stderr)
         return False
     ok = [r for r in data["results"] if r.get("ok") and r["sparsity"] == "dense"
-          and r["block_size"] == 128 and r["model"] == M8B]
+          and r["block_size"] == 128 and r["model"] == M8B and r.get("cache", "3d") == "3d"]
     dtypes = [d for d in ("fp16", "bf16", "int8") if any(r["dtype_short"] == d for r in ok)]
     if not dtypes:
         print("# --plot: no dense llama3-8b shape with block size 128 to draw", file=sys.stderr)
@@ -575,13 +578,14 @@ def markdown(data):
            f"{m.get('bandwidth_gbps_start', m['bandwidth_gbps']):.1f} GB/s before the shapes and "
            f"{m.get('bandwidth_gbps_end', m['bandwidth_gbps']):.1f} after (1 GiB probes); {frac}. "
            f"Fixed cost of one Python call (L=16): best {data['fixed_cost_us']['best']:.1f} µs.", ""]
-    out.append("| model | B | L | bs | KV | sparse | KV MiB | ifa ms | GB/s | bw | roof | "
+    out.append("| model | B | L | bs | KV | sparse | cache | KV MiB | ifa ms | GB/s | bw | roof | "
                "gather+SDPA ms | x | SDPA contig ms | x |")
-    out.append("|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("|---|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in data["results"]:
         if not r.get("ok"):
             out.append(f"| {r['model']} | {r['batch']} | {r['seq_len']} | {r['block_size']} | "
-                       f"{r['dtype_short']} | {r['sparsity']} | {r.get('error', 'failed')} |"
+                       f"{r['dtype_short']} | {r['sparsity']} | {r.get('cache', '3d')} | "
+                       f"{r.get('error', 'failed')} |"
                        + " |" * 8)
             continue
         t = ""
@@ -591,7 +595,8 @@ def markdown(data):
         else:
             t = " | | | |"
         out.append(f"| {r['model']} | {r['batch']} | {r['seq_len']} | {r['block_size']} | "
-                   f"{r['dtype_short']} | {r['sparsity']} | {r['kv_bytes'] / 2**20:.1f} | "
+                   f"{r['dtype_short']} | {r['sparsity']} | {r.get('cache', '3d')} | "
+                   f"{r['kv_bytes'] / 2**20:.1f} | "
                    f"{r['time_s'] * 1e3:.3f} | {r['gbps']:.2f} | {r['bw_fraction']:.2f} | "
                    f"{r['roofline_fraction']:.2f} | {t}")
     out += ["", "| goal | target | met | worst | median | shapes met |", "|---|---|---|---:|---:|---:|"]
@@ -632,7 +637,8 @@ def parse_args(argv=None):
     p.add_argument("--cold-mib", type=float, default=256.0,
                    help="footprint the rotation over cache copies aims for (MiB)")
     p.add_argument("--bnsd", action="store_true",
-                   help="4-D paged cache (num_blocks, KVN, bs, D) with layout BNSD")
+                   help="every shape in the 4-D paged cache (num_blocks, KVN, bs, D), layout BNSD "
+                        "(the grids already add 4-D sparse shapes)")
     p.add_argument("--max-cache-gib", type=float, default=8.0,
                    help="skip shapes whose buffers (pool + torch's copies) exceed this")
     p.add_argument("--bench-bin", help="path of ifa_bench for the bandwidth probe")
@@ -711,11 +717,11 @@ def main(argv=None):
     results, probes = [], [local()]
     t_start = time.perf_counter()
     for shape in shapes:
-        model, B, L, bs, dt, sp = shape
+        model, B, L, bs, dt, sp, cache = shape
         N, KVN, D = MODELS[model]
         r = {"model": model, "num_heads": N, "key_num_heads": KVN, "head_dim": D, "batch": B,
              "seq_len": L, "block_size": bs, "kv_dtype": str(DTYPES[dt][0]).replace("torch.", ""),
-             "dtype_short": dt, "sparsity": sp, "threads": threads}
+             "dtype_short": dt, "sparsity": sp, "cache": cache, "threads": threads}
         try:
             case = Case(shape, args)
             r.update(kv_layout=case.layout, pages_per_seq=case.M, pages_selected=case.k,
