@@ -166,6 +166,9 @@ static void put_position(const sel_job *job, int64_t b, int64_t h, int64_t slot,
     memcpy(job->pos + (b * job->p_sb + h * job->p_sh + slot * job->p_sj) * 4, &v, 4);
 }
 
+/* Pages ahead whose summaries the scoring loop prefetches. */
+#define SELECT_PREFETCH_PAGES 8
+
 static void select_item(void *ctx, size_t item, int thread) {
     const sel_job *job = ctx;
     const int64_t b = (int64_t)item / job->KVN, h = (int64_t)item % job->KVN;
@@ -187,6 +190,18 @@ static void select_item(void *ctx, size_t item, int thread) {
                 ifa__load_row_f32(row, job->q_dtype, job->q_sd, D, q + g * D);
             }
             for (int64_t i = 0; i < c; i++) {
+                /* The pages' summaries lie where the block table scattered them, so the hardware
+                 * prefetchers cannot find the next ones: fetching a few pages ahead made the call
+                 * about 2x faster from DRAM (docs/selection.md). */
+                if (i + SELECT_PREFETCH_PAGES < c) {
+                    const int64_t ahead = ifa__sel_table_at(job->table, b, first + i + SELECT_PREFETCH_PAGES);
+                    const char *plo = (const char *)(job->summ + ahead * job->s_blk + h * job->s_head);
+                    const char *phi = plo + job->s_i * (int64_t)sizeof(float);
+                    for (int64_t byte = 0; byte < D * (int64_t)sizeof(float); byte += 64) {
+                        __builtin_prefetch(plo + byte, 0, 3);
+                        __builtin_prefetch(phi + byte, 0, 3);
+                    }
+                }
                 const int64_t blk = ifa__sel_table_at(job->table, b, first + i);
                 const float *lo = job->summ + blk * job->s_blk + h * job->s_head;
                 const float *hi = lo + job->s_i;
