@@ -2,7 +2,10 @@
 
 The shape is Llama-3-8B's attention (32 query heads, 8 KV heads, head size 128) in float16, with a
 paged cache of 16-token blocks, 4 sequences of 32K tokens each, and every KV head attending to its
-own 1/8 of the pages through ``block_position`` (the V5 addition). The result of one batch is
+own 1/8 of the pages through ``block_position`` (the V5 addition). The cache is 4-D,
+(num_blocks, KVN, block_size, D) with a BNSD query, the form that suits per-head page selection
+(a head's page is one contiguous run; docs/benchmarks.md); ``--cache 3d`` uses
+(num_blocks, block_size, KVN*D) with a BSH query instead. The result of one batch is
 checked against a float64 numpy computation, then the call is timed (best of several runs) and
 reported as GB/s of K/V actually read. Works with numpy alone when torch is not installed.
 """
@@ -16,10 +19,11 @@ import numpy as np
 import custom_ops
 
 
-def build_case(batch, q_heads, kv_heads, head_dim, block_size, context, keep, seed=0):
+def build_case(batch, q_heads, kv_heads, head_dim, block_size, context, keep, seed=0, form="3d"):
     """The inputs as numpy arrays: query (B, 1, N*D) BSH, one K and one V cache
     (num_blocks, block_size, KVN*D), block_table (B, M), block_position (B, KVN, M), and the
-    per-batch length."""
+    per-batch length; with form="4d" the query is (B, N, 1, D) BNSD and the caches
+    (num_blocks, KVN, block_size, D)."""
     rng = np.random.default_rng(seed)
     pages = context // block_size
     selected = pages // keep
@@ -43,6 +47,10 @@ def build_case(batch, q_heads, kv_heads, head_dim, block_size, context, keep, se
         for h in range(kv_heads):
             block_position[b, h, :selected] = np.sort(rng.choice(pages, selected, replace=False))
     length = selected * block_size
+    if form == "4d":
+        query = np.ascontiguousarray(query.reshape(batch, q_heads, 1, head_dim))
+        caches = [np.ascontiguousarray(c.reshape(num_blocks, block_size, kv_heads, head_dim)
+                                       .transpose(0, 2, 1, 3)) for c in caches]
     return query, caches[0], caches[1], block_table, block_position, length
 
 
@@ -52,14 +60,18 @@ def golden_batch(b, query, key, value, block_table, block_position, length, q_he
     group = q_heads // kv_heads
     slots = -(-length // block_size)
     out = np.empty((q_heads, head_dim))
-    q = query[b, 0].astype(np.float64).reshape(q_heads, head_dim)
+    q = query[b].astype(np.float64).reshape(q_heads, head_dim)
     for h in range(kv_heads):
         idx = block_position[b, h, :slots]
         idx = idx[idx != custom_ops.BLOCK_UNSELECTED]
         blocks = block_table[b, idx]
-        cols = slice(h * head_dim, (h + 1) * head_dim)
-        k = key[blocks, :, cols].reshape(-1, head_dim).astype(np.float64)
-        v = value[blocks, :, cols].reshape(-1, head_dim).astype(np.float64)
+        if key.ndim == 4:  # (num_blocks, KVN, block_size, D)
+            k = key[blocks, h].reshape(-1, head_dim).astype(np.float64)
+            v = value[blocks, h].reshape(-1, head_dim).astype(np.float64)
+        else:
+            cols = slice(h * head_dim, (h + 1) * head_dim)
+            k = key[blocks, :, cols].reshape(-1, head_dim).astype(np.float64)
+            v = value[blocks, :, cols].reshape(-1, head_dim).astype(np.float64)
         s = scale * (q[h * group:(h + 1) * group] @ k.T)
         p = np.exp(s - s.max(axis=1, keepdims=True))
         out[h * group:(h + 1) * group] = (p @ v) / p.sum(axis=1, keepdims=True)
@@ -74,6 +86,9 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=10, help="timed runs (the best is shown)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--numpy", action="store_true", help="use numpy arrays even with torch")
+    parser.add_argument("--cache", choices=["4d", "3d"], default="4d",
+                        help="4d: (num_blocks, KVN, block_size, D), BNSD query (default); "
+                             "3d: (num_blocks, block_size, KVN*D), BSH query")
     args = parser.parse_args(argv)
 
     q_heads, kv_heads, head_dim, block_size = 32, 8, 128, 16
@@ -88,7 +103,9 @@ def main(argv=None):
             torch = None
 
     query, key, value, table, position, length = build_case(
-        args.batch, q_heads, kv_heads, head_dim, block_size, args.context, args.keep)
+        args.batch, q_heads, kv_heads, head_dim, block_size, args.context, args.keep,
+        form=args.cache)
+    layout = "BNSD" if args.cache == "4d" else "BSH"
     inputs = (query, key, value, table, position)
     if torch is not None:
         # Zero-copy views: the operator sees the same memory either way.
@@ -98,13 +115,13 @@ def main(argv=None):
     def call(out=None):
         return custom_ops.incre_flash_attention_v5(
             tq, [tk], [tv], None, None, [length] * args.batch, None, None, None, None, None, None,
-            None, tt, None, tp, q_heads, scale, "BSH", kv_heads, block_size, 1, out=out)
+            None, tt, None, tp, q_heads, scale, layout, kv_heads, block_size, 1, out=out)
 
     out = call()
     got = np.asarray(out.float() if torch is not None else out, dtype=np.float64)
     want = golden_batch(0, query, key, value, table, position, length, q_heads, kv_heads,
                         head_dim, block_size, scale)
-    err = np.abs(got[0, 0].reshape(q_heads, head_dim) - want)
+    err = np.abs(got[0].reshape(q_heads, head_dim) - want)
     ok = bool(np.all(err <= 2e-3 + 2e-3 * np.abs(want)))
 
     times = []
@@ -120,8 +137,8 @@ def main(argv=None):
           f"({'torch ' + torch.__version__ + ' tensors' if torch else 'numpy arrays'}): isa {custom_ops.isa()} (available: {' '.join(custom_ops.isa_available())}),"
           f" {custom_ops.get_num_threads()} threads")
     print(f"IFA-V5 decode, Llama-3-8B attention: B {args.batch}, N {q_heads}, KVN {kv_heads}, "
-          f"D {head_dim}, float16, layout BSH")
-    print(f"paged cache: block_size {block_size}, {args.context} tokens per sequence "
+          f"D {head_dim}, float16, layout {layout}")
+    print(f"paged cache {tuple(key.shape)}: block_size {block_size}, {args.context} tokens per sequence "
           f"({key.shape[0]} blocks, {2 * key.nbytes / 2**20:.0f} MiB of K+V); each KV head selects "
           f"{length // block_size} of {args.context // block_size} pages via block_position "
           f"-> {length} tokens")
