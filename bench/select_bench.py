@@ -52,7 +52,10 @@ def attention_mass(q, kc, table, L, bs, positions):
     """Share of the dense softmax mass (float64, averaged over heads) on the chosen pages."""
     pages = L // bs
     G = N // KVN
-    keys = kc[table[0].long()].view(pages * bs, KVN, D).double()
+    keys = kc[table[0].long()]
+    if keys.dim() == 4:  # (pages, KVN, bs, D) -> (pages, bs, KVN, D)
+        keys = keys.permute(0, 2, 1, 3)
+    keys = keys.reshape(pages * bs, KVN, D).double()
     qq = q.view(N, D).double()
     shares = []
     for h in range(KVN):
@@ -70,8 +73,8 @@ def timed(fn, flush):
     return time.perf_counter() - t0
 
 
-def run_block_size(bs, context, reps, flush, fractions, quality):
-    q, kc, vc, table, L = sd.structured_case(context=context, block_size=bs)
+def run_block_size(bs, context, reps, flush, fractions, quality, form):
+    q, kc, vc, table, L = sd.structured_case(context=context, block_size=bs, form=form)
     pages = L // bs
     summaries = custom_ops.page_summaries(kc, table, [L], key_num_heads=KVN)
     t_summ = min(timed(lambda: custom_ops.page_summaries(
@@ -85,7 +88,8 @@ def run_block_size(bs, context, reps, flush, fractions, quality):
 
         def select():
             return custom_ops.select_blocks(q, summaries, table, [L], k=k, sink_pages=SINKS,
-                                            num_heads=N, key_num_heads=KVN, block_size=bs)
+                                            num_heads=N, key_num_heads=KVN,
+                                            layout=sd.layout_of(kc), block_size=bs)
 
         pos, lens = select()
         row = {"block_size": bs, "fraction": 1 / frac, "k": k, "pages": pages}
@@ -171,19 +175,25 @@ def main():
     ap.add_argument("--png", default=os.path.join(HERE, "..", "docs", "select.png"))
     ap.add_argument("--no-other-sizes", action="store_true",
                     help="skip the block sizes 16 and 64 (headline rows only)")
+    ap.add_argument("--cache", choices=["4d", "3d"], default="4d",
+                    help="4d: (num_blocks, KVN, bs, D), BNSD query (default); 3d: (num_blocks, bs, "
+                         "KVN*D), BSH query")
     args = ap.parse_args()
     flush = Flusher()
     result = {"cpu": cpu_name(), "isa": custom_ops.isa(), "threads": custom_ops.get_num_threads(),
-              "reps": args.reps, "shape": {"B": 1, "N": N, "KVN": KVN, "D": D, "dtype": "float16"},
+              "reps": args.reps, "cache": args.cache,
+              "shape": {"B": 1, "N": N, "KVN": KVN, "D": D, "dtype": "float16"},
               "sink_pages": SINKS, "runs": []}
     print(f"cpu {result['cpu']}; isa {result['isa']}; threads {result['threads']}; "
-          f"B=1 N={N} KVN={KVN} D={D} float16, L={args.context}, sink_pages={SINKS}; "
+          f"B=1 N={N} KVN={KVN} D={D} float16, {args.cache} cache, L={args.context}, "
+          f"sink_pages={SINKS}; "
           f"cold cache, best of {args.reps}, interleaved", flush=True)
-    result["runs"].append(run_block_size(128, args.context, args.reps, flush, FRACTIONS, True))
+    result["runs"].append(run_block_size(128, args.context, args.reps, flush, FRACTIONS, True,
+                                         args.cache))
     if not args.no_other_sizes:
         for bs in (64, 16):
             result["runs"].append(run_block_size(bs, args.context, args.reps, flush, [16, 8],
-                                                 False))
+                                                 False, args.cache))
     for run in result["runs"]:
         print(f"bs {run['block_size']}: page_summaries {run['ms_page_summaries']:.1f} ms (whole "
               f"cache), update_page_summaries {run['ms_update_one_token']:.3f} ms (one token)")

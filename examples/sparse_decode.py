@@ -38,7 +38,8 @@ def rope(x, positions, base):
 
 
 def structured_case(batch=1, context=32768, q_heads=32, kv_heads=8, head_dim=128, block_size=128,
-                    topics=32, rank=6, base=500000.0, strength=6.0, sink_logit=6.0, seed=0):
+                    topics=32, rank=6, base=500000.0, strength=6.0, sink_logit=6.0, seed=0,
+                    form="4d"):
     """Keys, values and queries shaped like a real model's, as torch float16 tensors.
 
     Per KV head, key content lives mostly in a few dominant directions (rank ``rank``) placed on the
@@ -50,7 +51,9 @@ def structured_case(batch=1, context=32768, q_heads=32, kv_heads=8, head_dim=128
     first tokens get large keys along the mean query direction (an attention sink).
 
     Returns query (B, 1, N*D), key/value caches (num_blocks, bs, KVN*D), block_table (B, M) and the
-    length (the same for every sequence).
+    length (the same for every sequence); with form="4d" (the default) the query is (B, N, 1, D)
+    and the caches (num_blocks, KVN, bs, D), where a head's page is one contiguous run: the form
+    that suits per-head page selection (docs/benchmarks.md).
     """
     rng = np.random.default_rng(seed)
     D, G = head_dim, q_heads // kv_heads
@@ -87,14 +90,23 @@ def structured_case(batch=1, context=32768, q_heads=32, kv_heads=8, head_dim=128
         k_cache[blocks] = key[b].reshape(pages, block_size, kv_heads * D)
         v_cache[blocks] = value[b].reshape(pages, block_size, kv_heads * D)
     q = torch.from_numpy(query.reshape(batch, 1, q_heads * D).astype(np.float16))
+    if form == "4d":
+        q = q.view(batch, q_heads, 1, D)
+        k_cache, v_cache = (np.ascontiguousarray(c.reshape(num_blocks, block_size, kv_heads, D)
+                                                 .transpose(0, 2, 1, 3)) for c in (k_cache, v_cache))
     return q, torch.from_numpy(k_cache), torch.from_numpy(v_cache), torch.from_numpy(table), context
 
 
+def layout_of(k_cache):
+    """The query layout that goes with a cache form: BNSD for 4-D, BSH for 3-D."""
+    return "BNSD" if k_cache.dim() == 4 else "BSH"
+
+
 def attend(q, k_cache, v_cache, table, lengths, position, q_heads, kv_heads, block_size):
-    D = q.shape[-1] // q_heads
+    D = q.shape[-1] if q.dim() == 4 else q.shape[-1] // q_heads  # BNSD (B, N, 1, D) or BSH (B, 1, N*D)
     return custom_ops.incre_flash_attention_v5(
         q, k_cache, v_cache, None, None, lengths, block_table=table, block_position=position,
-        num_heads=q_heads, scale_value=D ** -0.5, layout="BSH", key_num_heads=kv_heads,
+        num_heads=q_heads, scale_value=D ** -0.5, layout=layout_of(k_cache), key_num_heads=kv_heads,
         block_size=block_size)
 
 
@@ -119,13 +131,15 @@ def main():
     ap.add_argument("--fraction", type=int, default=8, help="keep 1/fraction of the pages")
     ap.add_argument("--block-size", type=int, default=128)
     ap.add_argument("--sink-pages", type=int, default=1)
+    ap.add_argument("--cache", choices=["4d", "3d"], default="4d",
+                    help="4d: (num_blocks, KVN, bs, D) with a BNSD query; 3d: (num_blocks, bs, KVN*D), BSH")
     args = ap.parse_args()
     N, KVN, bs = 32, 8, args.block_size
-    q, kc, vc, table, L = structured_case(context=args.context, block_size=bs)
+    q, kc, vc, table, L = structured_case(context=args.context, block_size=bs, form=args.cache)
     pages = L // bs
     k = max(args.sink_pages + 1, pages // args.fraction)
     print(f"isa {custom_ops.isa()}, threads {custom_ops.get_num_threads()}; "
-          f"B=1 N={N} KVN={KVN} D=128 float16, L={L}, block_size {bs} ({pages} pages), "
+          f"B=1 N={N} KVN={KVN} D=128 float16, {args.cache} cache, L={L}, block_size {bs} ({pages} pages), "
           f"k={k} (1/{args.fraction}), sink_pages={args.sink_pages}")
 
     t0 = time.perf_counter()
@@ -140,7 +154,8 @@ def main():
     t0 = time.perf_counter()
     position, lengths = custom_ops.select_blocks(q, summaries, table, [L], k=k,
                                                  sink_pages=args.sink_pages, num_heads=N,
-                                                 key_num_heads=KVN, block_size=bs)
+                                                 key_num_heads=KVN, layout=layout_of(kc),
+                                                 block_size=bs)
     t_select = time.perf_counter() - t0
     t0 = time.perf_counter()
     sparse = attend(q, kc, vc, table, lengths, position, N, KVN, bs)
