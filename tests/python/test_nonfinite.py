@@ -304,3 +304,23 @@ def test_random_nonfinite_inputs_never_crash():
                     flat[idx] = torch.tensor([NAN, INF, -INF, NAN, INF], dtype=t.dtype)
         out = _op()(**kw)
         assert tuple(out.shape) == tuple(kw["query"].shape)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_nan_key_offset_poisons_its_kv_head(masked):
+    """int8 KV, per-channel antiquant: a NaN in the key offset of KV head 1 makes the scores of
+    its query heads NaN. Without a mask the library drops the key offset's constant term, which the
+    softmax cancels (src/attend.c), but only when that term is finite for every head of the tile."""
+    g = torch.Generator().manual_seed(3)
+    N, KVN, D, S = 4, 2, 16, 24
+    q = torch.randn(1, N, 1, D, generator=g).half()
+    k = torch.randint(-100, 100, (1, KVN, S, D), generator=g, dtype=torch.int8)
+    v = torch.randint(-100, 100, (1, KVN, S, D), generator=g, dtype=torch.int8)
+    scale = (0.01 + 0.01 * torch.rand(2, KVN * D, generator=g)).half()
+    offset = torch.randn(2, KVN * D, generator=g).half()
+    offset[0, D + 3] = NAN  # key offset, KV head 1, channel 3
+    kw = dict(antiquant_scale=scale, antiquant_offset=offset)
+    if masked:
+        kw["attention_mask"] = torch.zeros(1, S, dtype=torch.bool)
+    out = _run(q, k, v, **kw)
+    assert _heads_nan(out) == [False, False, True, True]
