@@ -64,6 +64,7 @@ typedef struct sum_job {
     int64_t o_blk, o_head, o_i, o_d;    /* summaries element strides */
     const sum_item *items;
     float *scratch;                     /* 5*D floats per thread */
+    const ifa__kernel_table *kt;        /* for its float16 row conversion, chosen once per call */
 } sum_job;
 
 static float aq_channel(const aq_view *v, int64_t h, int64_t d) {
@@ -93,7 +94,7 @@ static void load_row(const sum_job *job, const char *row, float *restrict x, con
     /* float16 rows of unit stride through the ISA's conversion: the scalar one took most of a
      * whole-cache summary (about 40 ms for a 32K Llama-3-8B cache). */
     if (job->dtype == IFA_DTYPE_FLOAT16 && job->s_d == 1)
-        ifa__kernels()->f16_to_f32(row, job->D, x);
+        job->kt->f16_to_f32(row, job->D, x);
     else
         ifa__load_row_f32(row, job->dtype, job->s_d, job->D, x);
     if (job->dtype == IFA_DTYPE_INT8)
@@ -211,6 +212,7 @@ static ifa_status prepare(const ifa_summary_params *p, ifa_tensor *out, int upda
     RETURN_ERROR_IF(p == NULL, IFA_ERR_NULL_POINTER, "params: is NULL");
     RETURN_ERROR_IF(out == NULL, IFA_ERR_NULL_POINTER, "summaries: is NULL");
     memset(job, 0, sizeof *job);
+    job->kt = ifa__kernels();
     const ifa_tensor *k = &p->key_cache;
     RETURN_IF_ERROR(ifa__check_view(k, "key_cache"));
     RETURN_ERROR_IF(!ifa__present(k), IFA_ERR_NULL_POINTER,
