@@ -151,29 +151,6 @@ IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D
         _mm512_mask_storeu_ps(scores + g * ld, smask, tree34(part[g][0], part[g][1], part[g][2], part[g][3]));
 }
 
-IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *const *krows, int64_t n,
-                         float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
-    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * elem_size(kind));
-    const int64_t groups = 4 * ((n + 15) / 16);
-    const int64_t per_group = groups > 0 ? (ifa__prefetch_lines(&ps) + groups - 1) / groups : 0;
-    for (int64_t i0 = 0; i0 < n; i0 += 16) {
-        const int64_t m = n - i0 < 16 ? n - i0 : 16;
-        const char *rows[16];
-        for (int64_t r = 0; r < 16; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
-        const __mmask16 smask = tail_mask(m);
-        int64_t g0 = 0, pg = per_group;
-        for (; g0 + 4 <= G; g0 += 4, pg = 0)
-            qk_tile(kind, 4, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask, &ps, pg);
-        switch (G - g0) {
-        case 1: qk_tile(kind, 1, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask, &ps, pg); break;
-        case 2: qk_tile(kind, 2, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask, &ps, pg); break;
-        case 3: qk_tile(kind, 3, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, smask, &ps, pg); break;
-        default: break;
-        }
-    }
-    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
-}
-
 /* ---- qk, int8 K on an int16 query (VPDPWSSD) ---------------------------------------------- */
 
 /* The trees above in int32: the same shuffles, integer adds (the partial sums are exact). */
@@ -231,30 +208,6 @@ IFA__INLINE void qk_q16_tile(const int GB, const int16_t *q, const float *qscale
     }
 }
 
-static void qk_i8_q16_avx512(const int16_t *q16, const float *qscale, int64_t G, int64_t D, const void *const *krows,
-                             int64_t n, float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
-    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D);
-    const int64_t groups = 4 * ((n + 15) / 16);
-    const int64_t per_group = groups > 0 ? (ifa__prefetch_lines(&ps) + groups - 1) / groups : 0;
-    for (int64_t i0 = 0; i0 < n; i0 += 16) {
-        const int64_t m = n - i0 < 16 ? n - i0 : 16;
-        const char *rows[16];
-        for (int64_t r = 0; r < 16; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
-        const __mmask16 smask = tail_mask(m);
-        float *sc = scores + i0;
-        int64_t g0 = 0, pg = per_group;
-        for (; g0 + 4 <= G; g0 += 4, pg = 0)
-            qk_q16_tile(4, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask, &ps, pg);
-        switch (G - g0) {
-        case 1: qk_q16_tile(1, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask, &ps, pg); break;
-        case 2: qk_q16_tile(2, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask, &ps, pg); break;
-        case 3: qk_q16_tile(3, q16 + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, smask, &ps, pg); break;
-        default: break;
-        }
-    }
-    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
-}
-
 /* ---- qk, bfloat16 K on a bfloat16 query (VDPBF16PS) ---------------------------------------- */
 
 /* As qk_tile, 32 elements of D per step, two products per lane per VDPBF16PS. */
@@ -289,9 +242,32 @@ IFA__INLINE void qk_bf16q_tile(const int GB, const uint16_t *q, int64_t D, const
         _mm512_mask_storeu_ps(scores + g * ld, smask, tree34(part[g][0], part[g][1], part[g][2], part[g][3]));
 }
 
-static void qk_bf16_qbf16_avx512(const uint16_t *qb, int64_t G, int64_t D, const void *const *krows, int64_t n,
-                                 float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
-    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, 2 * D);
+/* ---- qk, the driver of all three forms ------------------------------------------------------ */
+
+/* The qk forms beside the float ones (whose form is the KV kind itself). */
+#define QK_Q16 IFA__KV_KIND_COUNT        /* int8 K, int16 query (qk_q16_tile) */
+#define QK_BF16Q (IFA__KV_KIND_COUNT + 1) /* bfloat16 K, bfloat16 query (qk_bf16q_tile) */
+
+/* One tile of GB heads from head g0 on, in the form `form` (a compile-time constant at every call
+ * site): q is float, int16 or bfloat16 accordingly; qscale serves QK_Q16 only. */
+IFA__INLINE void qk_form_tile(const int form, const int GB, const void *q, const float *qscale, int64_t g0,
+                              int64_t D, const char *const *rows, float *scores, int64_t ld, __mmask16 smask,
+                              ifa__prefetch_stream *ps, int64_t per_group) {
+    if (form == QK_Q16)
+        qk_q16_tile(GB, (const int16_t *)q + g0 * D, qscale + g0, D, rows, scores, ld, smask, ps, per_group);
+    else if (form == QK_BF16Q)
+        qk_bf16q_tile(GB, (const uint16_t *)q + g0 * D, D, rows, scores, ld, smask, ps, per_group);
+    else
+        qk_tile(form, GB, (const float *)q + g0 * D, D, rows, scores, ld, smask, ps, per_group);
+}
+
+/* Tiles of 16 rows (the last repeats its last row, masked at the store) by blocks of 4 heads and
+ * a remainder of 1-3. Before each group of 4 rows a tile issues its share of the prefetch list
+ * (the first head block of a tile only), so misses stay in flight at an even rate. */
+IFA__INLINE void qk_drive(const int form, const void *q, const float *qscale, int64_t G, int64_t D,
+                          const void *const *krows, int64_t n, float *scores, int64_t ld, const void *const *prefetch,
+                          int64_t n_prefetch, int64_t row_bytes) {
+    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, row_bytes);
     const int64_t groups = 4 * ((n + 15) / 16);
     const int64_t per_group = groups > 0 ? (ifa__prefetch_lines(&ps) + groups - 1) / groups : 0;
     for (int64_t i0 = 0; i0 < n; i0 += 16) {
@@ -299,18 +275,32 @@ static void qk_bf16_qbf16_avx512(const uint16_t *qb, int64_t G, int64_t D, const
         const char *rows[16];
         for (int64_t r = 0; r < 16; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
         const __mmask16 smask = tail_mask(m);
-        float *sc = scores + i0;
         int64_t g0 = 0, pg = per_group;
         for (; g0 + 4 <= G; g0 += 4, pg = 0)
-            qk_bf16q_tile(4, qb + g0 * D, D, rows, sc + g0 * ld, ld, smask, &ps, pg);
+            qk_form_tile(form, 4, q, qscale, g0, D, rows, scores + g0 * ld + i0, ld, smask, &ps, pg);
         switch (G - g0) {
-        case 1: qk_bf16q_tile(1, qb + g0 * D, D, rows, sc + g0 * ld, ld, smask, &ps, pg); break;
-        case 2: qk_bf16q_tile(2, qb + g0 * D, D, rows, sc + g0 * ld, ld, smask, &ps, pg); break;
-        case 3: qk_bf16q_tile(3, qb + g0 * D, D, rows, sc + g0 * ld, ld, smask, &ps, pg); break;
+        case 1: qk_form_tile(form, 1, q, qscale, g0, D, rows, scores + g0 * ld + i0, ld, smask, &ps, pg); break;
+        case 2: qk_form_tile(form, 2, q, qscale, g0, D, rows, scores + g0 * ld + i0, ld, smask, &ps, pg); break;
+        case 3: qk_form_tile(form, 3, q, qscale, g0, D, rows, scores + g0 * ld + i0, ld, smask, &ps, pg); break;
         default: break;
         }
     }
     ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
+}
+
+IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *const *krows, int64_t n,
+                         float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
+    qk_drive(kind, q, NULL, G, D, krows, n, scores, ld, prefetch, n_prefetch, D * elem_size(kind));
+}
+
+static void qk_i8_q16_avx512(const int16_t *q16, const float *qscale, int64_t G, int64_t D, const void *const *krows,
+                             int64_t n, float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
+    qk_drive(QK_Q16, q16, qscale, G, D, krows, n, scores, ld, prefetch, n_prefetch, D);
+}
+
+static void qk_bf16_qbf16_avx512(const uint16_t *qb, int64_t G, int64_t D, const void *const *krows, int64_t n,
+                                 float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
+    qk_drive(QK_BF16Q, qb, NULL, G, D, krows, n, scores, ld, prefetch, n_prefetch, 2 * D);
 }
 
 /* ---- pv ----------------------------------------------------------------------------------- */
