@@ -363,56 +363,85 @@ IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, 
     if (d0 < D) pv_heads(kind, 0, p, ld, G, D, v, n, acc, d0, tail_mask(D - d0), &ps, 0);
 }
 
-/* ---- pv, int8 V on 16-bit fixed-point weights (VPDPWSSD) --------------------------------- */
+/* ---- pv on pairs of rows: int8 V on 16-bit fixed-point weights (VPDPWSSD), bfloat16 V on
+ * bfloat16 weights (VDPBF16PS) ---------------------------------------------------------------- */
 
-/* kernels.h's pv_i8_q16. VPDPWSSD adds the products of adjacent int16 pairs into each int32 lane,
- * so a lane pairs rows i and i+1 of one d: a pair of rows is sign-extended to int16 and its two
- * rows interleaved with UNPCKLWD/UNPCKHWD, and each head broadcasts its two weights (w_i, w_i+1)
- * as one int32. The unpacks work inside 128-bit lanes, so the "lo" accumulator of a 32-wide group
- * of d holds d = 0-3, 8-11, 16-19, 24-27 and "hi" the rest; two VPERMT2D put them back in order
- * when the call ends. An odd n pairs the last row with itself, at weight 0. */
+/* kernels.h's pv_i8_q16 and pv_bf16_pbf16. Both instructions add the products of adjacent 16-bit
+ * pairs into each 32-bit lane, so a lane pairs rows i and i+1 of one d: the two rows of a pair
+ * (int8 sign-extended to int16, bfloat16 as stored) are interleaved with UNPCKLWD/UNPCKHWD, and
+ * each head broadcasts its two weights (w_i, w_i+1) as one 32-bit value. The unpacks work inside
+ * 128-bit lanes, so the "lo" accumulator of a 32-wide group of d holds d = 0-3, 8-11, 16-19,
+ * 24-27 and "hi" the rest; two permutes (VPERMT2D/PS) restore the order when the call ends. An
+ * odd n pairs the last row with itself at weight 0 for int8, with zeros for bfloat16 (0 * Inf
+ * would be NaN). */
+#define PV_PAIRS_I8 0   /* int32 accumulators, scaled by a / 32767 per head at the end */
+#define PV_PAIRS_BF16 1 /* float32 accumulators */
 
-/* One slice: NG groups of 32 d starting at d0 (masks m0, m1 for the D tail), GB heads, all rows. */
-IFA__INLINE void pv_q16_slice(const int GB, const int NG, const int16_t *w, const float *inv, int64_t D,
-                              const void *const *vrows, int64_t n, float *acc, int64_t d0, __mmask32 m0, __mmask32 m1,
-                              ifa__prefetch_stream *ps, int64_t per_pair) {
-    __m512i a[4][4];
+/* One slice: NG groups of 32 d starting at d0 (masks m0, m1 for the D tail), GB heads, all rows.
+ * Each form keeps accumulators of its own type (ai or af, the other unused): casting one type
+ * back and forth inside the loop made the compiler copy all 16 accumulators on every row pair. */
+IFA__INLINE void pv_pairs_slice(const int form, const int GB, const int NG, const uint16_t *w, const float *inv,
+                                int64_t D, const void *const *vrows, int64_t n, float *acc, int64_t d0, __mmask32 m0,
+                                __mmask32 m1, ifa__prefetch_stream *ps, int64_t per_pair) {
+    const int es = form == PV_PAIRS_I8 ? 1 : 2;
+    __m512i ai[4][4];
+    __m512 af[4][4];
     for (int g = 0; g < GB; g++)
-        for (int j = 0; j < 2 * NG; j++) a[g][j] = _mm512_setzero_si512();
+        for (int j = 0; j < 2 * NG; j++) {
+            ai[g][j] = _mm512_setzero_si512();
+            af[g][j] = _mm512_setzero_ps();
+        }
     for (int64_t i = 0; i < n; i += 2) {
-        const int8_t *r0 = (const int8_t *)vrows[i] + d0;
-        const int8_t *r1 = (const int8_t *)vrows[i + 1 < n ? i + 1 : i] + d0;
+        const char *r0 = (const char *)vrows[i] + d0 * es;
+        const char *r1 = (const char *)vrows[i + 1 < n ? i + 1 : i] + d0 * es;
+        const int pair = i + 1 < n;
         ifa__prefetch_next(ps, per_pair);
         __m512i x[4];
         for (int h = 0; h < NG; h++) {
             const __mmask32 m = h == 0 ? m0 : m1;
-            const __m512i va = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, r0 + 32 * h));
-            const __m512i vb = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, r1 + 32 * h));
+            __m512i va, vb;
+            if (form == PV_PAIRS_I8) { /* int8 has no Inf: row n-1 may pair with itself at weight 0 */
+                va = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, r0 + 32 * h));
+                vb = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, r1 + 32 * h));
+            } else {
+                va = _mm512_maskz_loadu_epi16(m, r0 + 64 * h);
+                vb = _mm512_maskz_loadu_epi16(pair ? m : 0, r1 + 64 * h);
+            }
             x[2 * h] = _mm512_unpacklo_epi16(va, vb);
             x[2 * h + 1] = _mm512_unpackhi_epi16(va, vb);
         }
         for (int g = 0; g < GB; g++) {
-            int32_t pair; /* w_i and w_i+1 as one int32 (memcpy: no type punning) */
-            memcpy(&pair, w + g * 64 + i, sizeof pair);
-            const __m512i pw = _mm512_set1_epi32(pair);
-            for (int j = 0; j < 2 * NG; j++) a[g][j] = _mm512_dpwssd_epi32(a[g][j], pw, x[j]);
+            int32_t wpair; /* w_i and w_i+1 as one 32-bit value (memcpy: no type punning) */
+            memcpy(&wpair, w + g * 64 + i, sizeof wpair);
+            const __m512i pw = _mm512_set1_epi32(wpair);
+            for (int j = 0; j < 2 * NG; j++) {
+                if (form == PV_PAIRS_I8)
+                    ai[g][j] = _mm512_dpwssd_epi32(ai[g][j], pw, x[j]);
+                else
+                    af[g][j] = _mm512_dpbf16_ps(af[g][j], (__m512bh)pw, (__m512bh)x[j]);
+            }
         }
     }
     const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
     const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
-    for (int g = 0; g < GB; g++) {
-        const __m512 sc = _mm512_set1_ps(inv[g]);
+    for (int g = 0; g < GB; g++)
         for (int h = 0; h < NG; h++) {
             const __mmask32 m = h == 0 ? m0 : m1;
-            const __mmask16 k0 = (__mmask16)m, k1 = (__mmask16)(m >> 16);
-            float *o = acc + g * D + d0 + 32 * h;
-            const __m512i lo = a[g][2 * h], hi = a[g][2 * h + 1];
-            const __m512 e0 = _mm512_cvtepi32_ps(_mm512_permutex2var_epi32(lo, first, hi));
-            const __m512 e1 = _mm512_cvtepi32_ps(_mm512_permutex2var_epi32(lo, second, hi));
-            _mm512_mask_storeu_ps(o, k0, _mm512_fmadd_ps(sc, e0, _mm512_maskz_loadu_ps(k0, o)));
-            _mm512_mask_storeu_ps(o + 16, k1, _mm512_fmadd_ps(sc, e1, _mm512_maskz_loadu_ps(k1, o + 16)));
+            const __mmask16 k[2] = {(__mmask16)m, (__mmask16)(m >> 16)};
+            for (int e = 0; e < 2; e++) {
+                const __m512i idx = e == 0 ? first : second;
+                float *o = acc + g * D + d0 + 32 * h + 16 * e;
+                const __m512 old = _mm512_maskz_loadu_ps(k[e], o);
+                __m512 sum;
+                if (form == PV_PAIRS_I8) {
+                    const __m512i total = _mm512_permutex2var_epi32(ai[g][2 * h], idx, ai[g][2 * h + 1]);
+                    sum = _mm512_fmadd_ps(_mm512_set1_ps(inv[g]), _mm512_cvtepi32_ps(total), old);
+                } else {
+                    sum = _mm512_add_ps(old, _mm512_permutex2var_ps(af[g][2 * h], idx, af[g][2 * h + 1]));
+                }
+                _mm512_mask_storeu_ps(o, k[e], sum);
+            }
         }
-    }
 }
 
 IFA__INLINE __mmask32 mask32(int64_t count) {
@@ -420,12 +449,65 @@ IFA__INLINE __mmask32 mask32(int64_t count) {
 }
 
 /* All slices of D for a block of GB heads. */
-IFA__INLINE void pv_q16_heads(const int GB, const int16_t *w, const float *inv, int64_t D, const void *const *v,
-                              int64_t n, float *acc, ifa__prefetch_stream *ps, int64_t per_pair) {
+IFA__INLINE void pv_pairs_heads(const int form, const int GB, const uint16_t *w, const float *inv, int64_t D,
+                                const void *const *v, int64_t n, float *acc, ifa__prefetch_stream *ps,
+                                int64_t per_pair) {
     int64_t d0 = 0;
     for (; D - d0 > 32; d0 += 64)
-        pv_q16_slice(GB, 2, w, inv, D, v, n, acc, d0, mask32(D - d0), mask32(D - d0 - 32), ps, per_pair);
-    if (d0 < D) pv_q16_slice(GB, 1, w, inv, D, v, n, acc, d0, mask32(D - d0), 0, ps, per_pair);
+        pv_pairs_slice(form, GB, 2, w, inv, D, v, n, acc, d0, mask32(D - d0), mask32(D - d0 - 32), ps, per_pair);
+    if (d0 < D) pv_pairs_slice(form, GB, 1, w, inv, D, v, n, acc, d0, mask32(D - d0), 0, ps, per_pair);
+}
+
+/* The 16-bit weights of head pg (n of them, then a 0 when n is odd) into w; for int8 also the
+ * head's scale a / 32767 into *inv. Returns 0 when the head adds nothing (int8, all weights 0). */
+IFA__INLINE int pv_pairs_weights(const int form, const float *pg, int64_t n, uint16_t *w, float *inv) {
+    float s = 0.0f;
+    if (form == PV_PAIRS_I8) {
+        __m512 mx = _mm512_setzero_ps();
+        for (int64_t i = 0; i < n; i += 16)
+            mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail_mask(n - i < 16 ? n - i : 16), pg + i)));
+        const float a = _mm512_reduce_max_ps(mx);
+        if (!(a > 0.0f)) { /* weights 0 (another head of the block may still be summed) */
+            memset(w, 0, sizeof *w * (size_t)(n + (n & 1)));
+            *inv = 0.0f;
+            return 0;
+        }
+        s = 32767.0f / a;
+        *inv = a / 32767.0f;
+    }
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail_mask(n - i < 16 ? n - i : 16);
+        const __m512 x = _mm512_maskz_loadu_ps(k, pg + i);
+        const __m256i h = form == PV_PAIRS_I8
+                              ? _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(x, _mm512_set1_ps(s))))
+                              : (__m256i)_mm512_cvtneps_pbh(x);
+        _mm256_mask_storeu_epi16(w + i, k, h);
+    }
+    if (n & 1) w[n] = 0;
+    return 1;
+}
+
+/* Heads in blocks of 4; the prefetch list is spread over the row pairs of every slice and block. */
+IFA__INLINE void pv_pairs(const int form, const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v,
+                          int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
+    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * (form == PV_PAIRS_I8 ? 1 : 2));
+    const int64_t steps = ((D + 63) / 64) * ((n + 1) / 2) * ((G + 3) / 4);
+    const int64_t per_pair = steps > 0 ? (ifa__prefetch_lines(&ps) + steps - 1) / steps : 0;
+    for (int64_t g0 = 0; g0 < G; g0 += 4) {
+        const int64_t gb = G - g0 < 4 ? G - g0 : 4;
+        uint16_t w[4 * 64];
+        float inv[4] = {0};
+        int any = 0;
+        for (int64_t g = 0; g < gb; g++) any |= pv_pairs_weights(form, p + (g0 + g) * ld, n, w + g * 64, &inv[g]);
+        if (!any) continue;
+        switch (gb) {
+        case 1: pv_pairs_heads(form, 1, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
+        case 2: pv_pairs_heads(form, 2, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
+        case 3: pv_pairs_heads(form, 3, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
+        default: pv_pairs_heads(form, 4, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
+        }
+    }
+    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
 }
 
 static void pv_i8_q16_avx512(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v, int64_t n,
@@ -436,124 +518,15 @@ static void pv_i8_q16_avx512(const float *p, int64_t ld, int64_t G, int64_t D, c
         for (int64_t i = 0; i < n; i += 16)
             odd |= _mm512_fpclass_ps_mask(_mm512_maskz_loadu_ps(tail_mask(n - i < 16 ? n - i : 16), p + g * ld + i),
                                           0x01 | 0x08 | 0x10 | 0x80); /* QNaN, +Inf, -Inf, SNaN */
-    if (odd) {
+    if (odd)
         pv_impl(IFA__KV_I8, p, ld, G, D, v, n, acc, prefetch, n_prefetch);
-        return;
-    }
-    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D);
-    const int64_t steps = ((D + 63) / 64) * ((n + 1) / 2) * ((G + 3) / 4);
-    const int64_t per_pair = steps > 0 ? (ifa__prefetch_lines(&ps) + steps - 1) / steps : 0;
-    for (int64_t g0 = 0; g0 < G; g0 += 4) {
-        const int64_t gb = G - g0 < 4 ? G - g0 : 4;
-        int16_t w[4 * 64]; /* per head: the n weights, then a 0 when n is odd */
-        float inv[4] = {0};
-        int any = 0;
-        for (int64_t g = 0; g < gb; g++) {
-            const float *pg = p + (g0 + g) * ld;
-            __m512 mx = _mm512_setzero_ps();
-            for (int64_t i = 0; i < n; i += 16)
-                mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail_mask(n - i < 16 ? n - i : 16), pg + i)));
-            const float a = _mm512_reduce_max_ps(mx);
-            /* a == 0: weights and scale 0, so the head adds 0 * sum = nothing. */
-            const float s = a > 0.0f ? 32767.0f / a : 0.0f;
-            inv[g] = a / 32767.0f;
-            any |= a > 0.0f;
-            int16_t *w16 = w + g * 64;
-            for (int64_t i = 0; i < n; i += 16) {
-                const __mmask16 k = tail_mask(n - i < 16 ? n - i : 16);
-                const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, pg + i), _mm512_set1_ps(s));
-                _mm256_mask_storeu_epi16(w16 + i, k, _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(x)));
-            }
-            if (n & 1) w16[n] = 0;
-        }
-        if (!any) continue;
-        switch (gb) {
-        case 1: pv_q16_heads(1, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
-        case 2: pv_q16_heads(2, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
-        case 3: pv_q16_heads(3, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
-        default: pv_q16_heads(4, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
-        }
-    }
-    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
-}
-
-/* ---- pv, bfloat16 V on bfloat16 weights (VDPBF16PS) ----------------------------------------- */
-
-/* kernels.h's pv_bf16_pbf16, laid out as pv_i8_q16 above: a lane pairs rows i and i+1 of one d
- * (UNPCKLWD/UNPCKHWD of the two rows as stored), each head broadcasts its two bfloat16 weights as
- * one 32-bit value, and VPERMT2PS restores the order of d when the call ends. */
-IFA__INLINE void pv_bf16p_slice(const int GB, const int NG, const uint16_t *w, int64_t D, const void *const *vrows,
-                                int64_t n, float *acc, int64_t d0, __mmask32 m0, __mmask32 m1,
-                                ifa__prefetch_stream *ps, int64_t per_pair) {
-    __m512 a[4][4];
-    for (int g = 0; g < GB; g++)
-        for (int j = 0; j < 2 * NG; j++) a[g][j] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n; i += 2) {
-        const uint16_t *r0 = (const uint16_t *)vrows[i] + d0;
-        const uint16_t *r1 = (const uint16_t *)vrows[i + 1 < n ? i + 1 : i] + d0;
-        const int pair = i + 1 < n; /* else row n-1 pairs with zeros (0 * Inf would be NaN) */
-        ifa__prefetch_next(ps, per_pair);
-        __m512i x[4];
-        for (int h = 0; h < NG; h++) {
-            const __mmask32 m = h == 0 ? m0 : m1;
-            const __m512i va = _mm512_maskz_loadu_epi16(m, r0 + 32 * h);
-            const __m512i vb = _mm512_maskz_loadu_epi16(pair ? m : 0, r1 + 32 * h);
-            x[2 * h] = _mm512_unpacklo_epi16(va, vb);
-            x[2 * h + 1] = _mm512_unpackhi_epi16(va, vb);
-        }
-        for (int g = 0; g < GB; g++) {
-            int32_t wpair; /* w_i and w_i+1 as one 32-bit value (memcpy: no type punning) */
-            memcpy(&wpair, w + g * 64 + i, sizeof wpair);
-            const __m512bh pw = (__m512bh)_mm512_set1_epi32(wpair);
-            for (int j = 0; j < 2 * NG; j++) a[g][j] = _mm512_dpbf16_ps(a[g][j], pw, (__m512bh)x[j]);
-        }
-    }
-    const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
-    const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
-    for (int g = 0; g < GB; g++)
-        for (int h = 0; h < NG; h++) {
-            const __mmask32 m = h == 0 ? m0 : m1;
-            const __mmask16 k0 = (__mmask16)m, k1 = (__mmask16)(m >> 16);
-            float *o = acc + g * D + d0 + 32 * h;
-            const __m512 lo = a[g][2 * h], hi = a[g][2 * h + 1];
-            _mm512_mask_storeu_ps(o, k0, _mm512_add_ps(_mm512_maskz_loadu_ps(k0, o), _mm512_permutex2var_ps(lo, first, hi)));
-            _mm512_mask_storeu_ps(o + 16, k1,
-                                  _mm512_add_ps(_mm512_maskz_loadu_ps(k1, o + 16), _mm512_permutex2var_ps(lo, second, hi)));
-        }
-}
-
-IFA__INLINE void pv_bf16p_heads(const int GB, const uint16_t *w, int64_t D, const void *const *v, int64_t n,
-                                float *acc, ifa__prefetch_stream *ps, int64_t per_pair) {
-    int64_t d0 = 0;
-    for (; D - d0 > 32; d0 += 64)
-        pv_bf16p_slice(GB, 2, w, D, v, n, acc, d0, mask32(D - d0), mask32(D - d0 - 32), ps, per_pair);
-    if (d0 < D) pv_bf16p_slice(GB, 1, w, D, v, n, acc, d0, mask32(D - d0), 0, ps, per_pair);
+    else
+        pv_pairs(PV_PAIRS_I8, p, ld, G, D, v, n, acc, prefetch, n_prefetch);
 }
 
 static void pv_bf16_pbf16_avx512(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v, int64_t n,
                                  float *acc, const void *const *prefetch, int64_t n_prefetch) {
-    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, 2 * D);
-    const int64_t steps = ((D + 63) / 64) * ((n + 1) / 2) * ((G + 3) / 4);
-    const int64_t per_pair = steps > 0 ? (ifa__prefetch_lines(&ps) + steps - 1) / steps : 0;
-    for (int64_t g0 = 0; g0 < G; g0 += 4) {
-        const int64_t gb = G - g0 < 4 ? G - g0 : 4;
-        uint16_t w[4 * 64]; /* per head: the n weights in bfloat16, then a 0 when n is odd */
-        for (int64_t g = 0; g < gb; g++) {
-            for (int64_t i = 0; i < n; i += 16) {
-                const __mmask16 k = tail_mask(n - i < 16 ? n - i : 16);
-                const __m256bh b = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, p + (g0 + g) * ld + i));
-                _mm256_mask_storeu_epi16(w + g * 64 + i, k, (__m256i)b);
-            }
-            if (n & 1) w[g * 64 + n] = 0;
-        }
-        switch (gb) {
-        case 1: pv_bf16p_heads(1, w, D, v, n, acc + g0 * D, &ps, per_pair); break;
-        case 2: pv_bf16p_heads(2, w, D, v, n, acc + g0 * D, &ps, per_pair); break;
-        case 3: pv_bf16p_heads(3, w, D, v, n, acc + g0 * D, &ps, per_pair); break;
-        default: pv_bf16p_heads(4, w, D, v, n, acc + g0 * D, &ps, per_pair); break;
-        }
-    }
-    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
+    pv_pairs(PV_PAIRS_BF16, p, ld, G, D, v, n, acc, prefetch, n_prefetch);
 }
 
 /* ---- The instances ------------------------------------------------------------------------ */
