@@ -170,47 +170,78 @@ static void check_qk(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, i
     free(want);
 }
 
-static void check_pv(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, int64_t n, int64_t G, uint64_t seed)
+/* The inputs and outputs of one P.V check: V rows of `kind`, weights as the softmax leaves them
+ * (0..1, and for odd seeds -1..1: per-token antiquant folds a scale into them) with a NaN past n
+ * that no kernel may read, an accumulator to add to with a sentinel past its end, and the two
+ * results (want: the reference's, got: the table's), both starting from that accumulator. */
+typedef struct pv_case {
+    int64_t D, n, G;
+    void *v;
+    float *p, *acc0, *got, *want;
+    const void *rows[64], *pf[64];
+} pv_case;
+
+static void pv_case_make(pv_case *c, ifa__kv_kind kind, int64_t D, int64_t n, int64_t G, uint64_t seed)
 {
     rng r = rng_seed(seed);
     const int64_t stride = pick_stride(D, &r);
-    void *v = kv_make(kind, n, D, stride, &r);
-    /* Weights as the softmax leaves them (0..1), and sometimes negative (per-token antiquant folds
-     * a scale into them); entries past n hold a sentinel no kernel may read. */
-    float *p = floats(G * LD, &r, (seed & 1) ? -1.0 : 0.0, 1.0);
+    c->D = D;
+    c->n = n;
+    c->G = G;
+    c->v = kv_make(kind, n, D, stride, &r);
+    c->p = floats(G * LD, &r, (seed & 1) ? -1.0 : 0.0, 1.0);
     for (int64_t g = 0; g < G; g++)
-        for (int64_t i = n; i < LD; i++) p[g * LD + i] = NAN;
-    float *acc0 = floats(G * D + 1, &r, -3.0, 3.0);
-    acc0[G * D] = SENTINEL;
-    float *got = malloc((size_t)(G * D + 1) * sizeof *got), *want = malloc((size_t)(G * D + 1) * sizeof *want);
-    memcpy(got, acc0, (size_t)(G * D + 1) * sizeof *got);
-    memcpy(want, acc0, (size_t)(G * D + 1) * sizeof *want);
-    const void *rows[64], *pf[64];
-    row_pointers(v, kind, n, stride, seed, rows, pf);
-    ifa__kernels_ref.pv[kind](p, LD, G, D, rows, 1, n, want, NULL, 0);
-    t->pv[kind](p, LD, G, D, rows, 1, n, got, pf, n);
-    CHECK_MSG(got[G * D] == SENTINEL, "%s pv %s D=%lld n=%lld G=%lld: wrote past acc", t->isa, k_kind_names[kind],
+        for (int64_t i = n; i < LD; i++) c->p[g * LD + i] = NAN;
+    c->acc0 = floats(G * D + 1, &r, -3.0, 3.0);
+    c->acc0[G * D] = SENTINEL;
+    c->got = malloc((size_t)(G * D + 1) * sizeof *c->got);
+    c->want = malloc((size_t)(G * D + 1) * sizeof *c->want);
+    memcpy(c->got, c->acc0, (size_t)(G * D + 1) * sizeof *c->got);
+    memcpy(c->want, c->acc0, (size_t)(G * D + 1) * sizeof *c->want);
+    row_pointers(c->v, kind, n, stride, seed, c->rows, c->pf);
+}
+
+static void pv_case_free(pv_case *c)
+{
+    free(c->v);
+    free(c->p);
+    free(c->acc0);
+    free(c->got);
+    free(c->want);
+}
+
+/* The float32 bound on acc[j] = acc[g][d] (see the file comment): both sum in row order, so
+ * |err| <= (n + 2) * 2^-23 * (|acc| + sum_i |p_i v_i|); bf16_weights takes p rounded to bfloat16. */
+static double pv_bound(const pv_case *c, ifa__kv_kind kind, int64_t j, int bf16_weights)
+{
+    const int64_t g = j / c->D, d = j % c->D;
+    double mag = fabs(c->acc0[j]);
+    for (int64_t i = 0; i < c->n; i++) {
+        const float w = bf16_weights ? ifa__bf16_to_f32(ifa__f32_to_bf16(c->p[g * LD + i])) : c->p[g * LD + i];
+        mag += fabs((double)w * kv_get(c->rows[i], kind, d));
+    }
+    return (double)(c->n + 2) * 0x1p-23 * mag;
+}
+
+static void check_pv(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, int64_t n, int64_t G, uint64_t seed)
+{
+    pv_case c;
+    pv_case_make(&c, kind, D, n, G, seed);
+    ifa__kernels_ref.pv[kind](c.p, LD, G, D, c.rows, 1, n, c.want, NULL, 0);
+    t->pv[kind](c.p, LD, G, D, c.rows, 1, n, c.got, c.pf, n);
+    CHECK_MSG(c.got[G * D] == SENTINEL, "%s pv %s D=%lld n=%lld G=%lld: wrote past acc", t->isa, k_kind_names[kind],
               (long long)D, (long long)n, (long long)G);
-    int bad = 0;
-    for (int64_t g = 0; g < G && !bad; g++) {
-        for (int64_t d = 0; d < D && !bad; d++) {
-            double mag = fabs(acc0[g * D + d]);
-            for (int64_t i = 0; i < n; i++) mag += fabs((double)p[g * LD + i] * kv_get(rows[i], kind, d));
-            const double tol = (double)(n + 2) * 0x1p-23 * mag;
-            const float a = got[g * D + d], b = want[g * D + d];
-            if (!(fabs((double)a - b) <= tol)) {
-                bad = 1;
-                CHECK_MSG(0, "%s pv %s D=%lld n=%lld G=%lld stride=%lld: acc[%lld][%lld] = %.9g, ref %.9g (tol %.3g)",
-                          t->isa, k_kind_names[kind], (long long)D, (long long)n, (long long)G, (long long)stride,
-                          (long long)g, (long long)d, a, b, tol);
-            }
+    for (int64_t j = 0; j < G * D; j++) {
+        const float a = c.got[j], b = c.want[j];
+        const double tol = pv_bound(&c, kind, j, 0);
+        if (!(fabs((double)a - b) <= tol)) {
+            CHECK_MSG(0, "%s pv %s D=%lld n=%lld G=%lld: acc[%lld][%lld] = %.9g, ref %.9g (tol %.3g)", t->isa,
+                      k_kind_names[kind], (long long)D, (long long)n, (long long)G, (long long)(j / D),
+                      (long long)(j % D), a, b, tol);
+            break;
         }
     }
-    free(v);
-    free(p);
-    free(acc0);
-    free(got);
-    free(want);
+    pv_case_free(&c);
 }
 
 static void sweep(int qk)
@@ -308,51 +339,33 @@ static void check_qk_bf16q(const ifa__kernel_table *t, int64_t D, int64_t n, int
 }
 
 /* The fixed-point P.V (int8 V, 16-bit weights): the same float operations and an exact int32
- * sum, so a table's result must equal the reference bit for bit. Weights as check_pv's (past n a
- * NaN no kernel may read), one head sometimes all zero; every seventh case puts a NaN or an
- * infinity among the weights, which sends both down their float paths (check_pv's bound then). */
+ * sum, so a table's result must equal the reference bit for bit. Weights as check_pv's, one head
+ * sometimes all zero; every seventh case puts a NaN or an infinity among the weights, which sends
+ * both down their float paths (check_pv's bound then). */
 static void check_pv_q16(const ifa__kernel_table *t, int64_t D, int64_t n, int64_t G, uint64_t seed)
 {
-    rng r = rng_seed(seed);
-    const int64_t stride = pick_stride(D, &r);
-    void *v = kv_make(IFA__KV_I8, n, D, stride, &r);
-    float *p = floats(G * LD, &r, (seed & 1) ? -1.0 : 0.0, 1.0);
-    for (int64_t g = 0; g < G; g++)
-        for (int64_t i = n; i < LD; i++) p[g * LD + i] = NAN;
+    pv_case c;
+    pv_case_make(&c, IFA__KV_I8, D, n, G, seed);
     if (G > 1 && seed % 5 == 0)
-        for (int64_t i = 0; i < n; i++) p[LD + i] = 0.0f;
+        for (int64_t i = 0; i < n; i++) c.p[LD + i] = 0.0f;
     const int odd = seed % 7 == 0;
-    if (odd) p[(G - 1) * LD + n / 2] = (seed & 8) ? NAN : INFINITY;
-    float *acc0 = floats(G * D + 1, &r, -3.0, 3.0);
-    acc0[G * D] = SENTINEL;
-    float *got = malloc((size_t)(G * D + 1) * sizeof *got), *want = malloc((size_t)(G * D + 1) * sizeof *want);
-    memcpy(got, acc0, (size_t)(G * D + 1) * sizeof *got);
-    memcpy(want, acc0, (size_t)(G * D + 1) * sizeof *want);
-    const void *rows[64], *pf[64];
-    row_pointers(v, IFA__KV_I8, n, stride, seed, rows, pf);
-    ifa__kernels_ref.pv_i8_q16(p, LD, G, D, rows, n, want, NULL, 0);
-    t->pv_i8_q16(p, LD, G, D, rows, n, got, pf, n);
-    CHECK_MSG(got[G * D] == SENTINEL, "%s pv_i8_q16 D=%lld n=%lld G=%lld: wrote past acc", t->isa, (long long)D,
+    if (odd) c.p[(G - 1) * LD + n / 2] = (seed & 8) ? NAN : INFINITY;
+    ifa__kernels_ref.pv_i8_q16(c.p, LD, G, D, c.rows, n, c.want, NULL, 0);
+    t->pv_i8_q16(c.p, LD, G, D, c.rows, n, c.got, c.pf, n);
+    CHECK_MSG(c.got[G * D] == SENTINEL, "%s pv_i8_q16 D=%lld n=%lld G=%lld: wrote past acc", t->isa, (long long)D,
               (long long)n, (long long)G);
     for (int64_t j = 0; j < G * D; j++) {
-        const float a = got[j], b = want[j];
+        const float a = c.got[j], b = c.want[j];
         int ok = memcmp(&a, &b, sizeof a) == 0;
-        if (odd && !ok) { /* float paths: NaN where the reference has NaN, else check_pv's bound */
-            double mag = fabs(acc0[j]);
-            for (int64_t i = 0; i < n; i++) mag += fabs((double)p[(j / D) * LD + i] * kv_get(rows[i], IFA__KV_I8, j % D));
-            ok = isnan(b) ? isnan(a) : isinf(b) ? a == b : fabs((double)a - b) <= (double)(n + 2) * 0x1p-23 * mag;
-        }
+        if (odd && !ok) /* float paths: NaN where the reference has NaN, else check_pv's bound */
+            ok = isnan(b) ? isnan(a) : isinf(b) ? a == b : fabs((double)a - b) <= pv_bound(&c, IFA__KV_I8, j, 0);
         if (!ok) {
             CHECK_MSG(0, "%s pv_i8_q16 D=%lld n=%lld G=%lld: acc[%lld][%lld] = %.9g, ref %.9g", t->isa, (long long)D,
                       (long long)n, (long long)G, (long long)(j / D), (long long)(j % D), a, b);
             break;
         }
     }
-    free(v);
-    free(p);
-    free(acc0);
-    free(got);
-    free(want);
+    pv_case_free(&c);
 }
 
 /* The bfloat16-weight P.V: the reference's products are those of the kernel (weights rounded to
@@ -360,40 +373,21 @@ static void check_pv_q16(const ifa__kernel_table *t, int64_t D, int64_t n, int64
  * taken as the rounded weights. */
 static void check_pv_bf16p(const ifa__kernel_table *t, int64_t D, int64_t n, int64_t G, uint64_t seed)
 {
-    rng r = rng_seed(seed);
-    const int64_t stride = pick_stride(D, &r);
-    void *v = kv_make(IFA__KV_BF16, n, D, stride, &r);
-    float *p = floats(G * LD, &r, (seed & 1) ? -1.0 : 0.0, 1.0);
-    for (int64_t g = 0; g < G; g++)
-        for (int64_t i = n; i < LD; i++) p[g * LD + i] = NAN;
-    float *acc0 = floats(G * D + 1, &r, -3.0, 3.0);
-    acc0[G * D] = SENTINEL;
-    float *got = malloc((size_t)(G * D + 1) * sizeof *got), *want = malloc((size_t)(G * D + 1) * sizeof *want);
-    memcpy(got, acc0, (size_t)(G * D + 1) * sizeof *got);
-    memcpy(want, acc0, (size_t)(G * D + 1) * sizeof *want);
-    const void *rows[64], *pf[64];
-    row_pointers(v, IFA__KV_BF16, n, stride, seed, rows, pf);
-    ifa__kernels_ref.pv_bf16_pbf16(p, LD, G, D, rows, n, want, NULL, 0);
-    t->pv_bf16_pbf16(p, LD, G, D, rows, n, got, pf, n);
-    CHECK_MSG(got[G * D] == SENTINEL, "%s pv_bf16_pbf16 D=%lld n=%lld G=%lld: wrote past acc", t->isa,
+    pv_case c;
+    pv_case_make(&c, IFA__KV_BF16, D, n, G, seed);
+    ifa__kernels_ref.pv_bf16_pbf16(c.p, LD, G, D, c.rows, n, c.want, NULL, 0);
+    t->pv_bf16_pbf16(c.p, LD, G, D, c.rows, n, c.got, c.pf, n);
+    CHECK_MSG(c.got[G * D] == SENTINEL, "%s pv_bf16_pbf16 D=%lld n=%lld G=%lld: wrote past acc", t->isa,
               (long long)D, (long long)n, (long long)G);
     for (int64_t j = 0; j < G * D; j++) {
-        double mag = fabs(acc0[j]);
-        for (int64_t i = 0; i < n; i++)
-            mag += fabs((double)ifa__bf16_to_f32(ifa__f32_to_bf16(p[(j / D) * LD + i])) *
-                        kv_get(rows[i], IFA__KV_BF16, j % D));
-        if (!(fabs((double)got[j] - want[j]) <= (double)(n + 2) * 0x1p-23 * mag)) {
+        if (!(fabs((double)c.got[j] - c.want[j]) <= pv_bound(&c, IFA__KV_BF16, j, 1))) {
             CHECK_MSG(0, "%s pv_bf16_pbf16 D=%lld n=%lld G=%lld: acc[%lld][%lld] = %.9g, ref %.9g", t->isa,
-                      (long long)D, (long long)n, (long long)G, (long long)(j / D), (long long)(j % D), got[j],
-                      want[j]);
+                      (long long)D, (long long)n, (long long)G, (long long)(j / D), (long long)(j % D), c.got[j],
+                      c.want[j]);
             break;
         }
     }
-    free(v);
-    free(p);
-    free(acc0);
-    free(got);
-    free(want);
+    pv_case_free(&c);
 }
 
 /* Sweeps one optional kernel over the edge sizes, for every table that has it (`has`). */
