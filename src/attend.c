@@ -510,7 +510,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
             full_quant_max(pb, kt, b, h0 + i, t0, t1, qp, bias, qsum, s, ifa__state_m(state, G), &scan);
     }
     if (t1 <= t0) return;
-    if (drop_constant_bias(pb, scratch, nh, per_head)) c.finish = pb->aq == IFA__AQ_PER_TOKEN || pb->has_pse;
+    if (drop_constant_bias(pb, scratch, nh, per_head)) c.finish = pb->has_pse; /* no mask, per-channel */
     if (pb->form == IFA__KV_PAGED_SPARSE)
         attend_sparse_units(&c, nh, t0, t1);
     else
