@@ -147,6 +147,12 @@ static inline int64_t ifa__prefetch_lines(const ifa__prefetch_stream *s) {
     return s->n * ((s->row_bytes + 63) / 64);
 }
 
+/* Lines per step that spread the whole list over `steps` steps of a kernel (0 when steps == 0:
+ * the final ifa__prefetch_next with the rest issues everything then). */
+static inline int64_t ifa__prefetch_per_step(const ifa__prefetch_stream *s, int64_t steps) {
+    return steps > 0 ? (ifa__prefetch_lines(s) + steps - 1) / steps : 0;
+}
+
 static inline void ifa__prefetch_next(ifa__prefetch_stream *s, int64_t lines) {
     for (; lines > 0 && s->r < s->n; lines--) {
         __builtin_prefetch((const char *)s->rows[s->r] + s->off, 0, 3);

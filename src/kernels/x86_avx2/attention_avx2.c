@@ -131,7 +131,7 @@ IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, c
     /* The next call's rows are prefetched a few lines per pair of rows (see the AVX-512 file). */
     ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * elem_size(kind));
     const int64_t pairs = 4 * ((n + 7) / 8);
-    const int64_t per_pair = pairs > 0 ? (ifa__prefetch_lines(&ps) + pairs - 1) / pairs : 0;
+    const int64_t per_pair = ifa__prefetch_per_step(&ps, pairs);
     for (int64_t i0 = 0; i0 < n; i0 += 8) {
         const int64_t m = n - i0 < 8 ? n - i0 : 8;
         const char *rows[8];
@@ -198,7 +198,7 @@ IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, 
     /* The next call's rows are prefetched a few lines per 16-float slice, spread evenly. */
     ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * elem_size(kind));
     const int64_t slices = D / 16;
-    const int64_t per_slice = slices > 0 ? (ifa__prefetch_lines(&ps) + slices - 1) / slices : 0;
+    const int64_t per_slice = ifa__prefetch_per_step(&ps, slices);
     int64_t d0 = 0;
     for (; d0 + 16 <= D; d0 += 16) {
         ifa__prefetch_next(&ps, per_slice);

@@ -269,7 +269,7 @@ IFA__INLINE void qk_drive(const int form, const void *q, const float *qscale, in
                           int64_t n_prefetch, int64_t row_bytes) {
     ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, row_bytes);
     const int64_t groups = 4 * ((n + 15) / 16);
-    const int64_t per_group = groups > 0 ? (ifa__prefetch_lines(&ps) + groups - 1) / groups : 0;
+    const int64_t per_group = ifa__prefetch_per_step(&ps, groups);
     for (int64_t i0 = 0; i0 < n; i0 += 16) {
         const int64_t m = n - i0 < 16 ? n - i0 : 16;
         const char *rows[16];
@@ -355,7 +355,7 @@ IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, 
     ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * elem_size(kind));
     /* The prefetch list is spread over the rows of the 64-float slices, a line or two per row. */
     const int64_t steps = (D / 64) * n;
-    const int64_t per_row = steps > 0 ? (ifa__prefetch_lines(&ps) + steps - 1) / steps : 0;
+    const int64_t per_row = ifa__prefetch_per_step(&ps, steps);
     int64_t d0 = 0;
     for (; d0 + 64 <= D; d0 += 64) pv_heads(kind, 4, p, ld, G, D, v, n, acc, d0, 0, &ps, per_row);
     ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
@@ -492,7 +492,7 @@ IFA__INLINE void pv_pairs(const int form, const float *p, int64_t ld, int64_t G,
                           int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
     ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * (form == PV_PAIRS_I8 ? 1 : 2));
     const int64_t steps = ((D + 63) / 64) * ((n + 1) / 2) * ((G + 3) / 4);
-    const int64_t per_pair = steps > 0 ? (ifa__prefetch_lines(&ps) + steps - 1) / steps : 0;
+    const int64_t per_pair = ifa__prefetch_per_step(&ps, steps);
     for (int64_t g0 = 0; g0 < G; g0 += 4) {
         const int64_t gb = G - g0 < 4 ? G - g0 : 4;
         uint16_t w[4 * 64];
