@@ -618,7 +618,10 @@ IFA__INLINE __m512 exp16(__m512 x) {
 static void softmax_avx512(float *s, int64_t ld, int64_t G, int64_t n, float *m, float *l, float *alpha) {
     for (int64_t g0 = 0; g0 < G; g0 += 16) {
         const int64_t gb = G - g0 < 16 ? G - g0 : 16;
-        float mx[16] = {0}, sum[16] = {0};
+        /* The maxima and sums go into vectors lane by lane (a masked broadcast each): written as
+         * 16 floats and read back as one vector, they stalled on store forwarding. */
+        float mx[16] = {0};
+        __m512 vmxs = _mm512_setzero_ps(), vsums = _mm512_setzero_ps();
         __mmask16 changed = 0; /* heads whose maximum moved or is not finite */
         for (int64_t g = 0; g < gb; g++) {
             const float *sg = s + (g0 + g) * ld;
@@ -638,6 +641,7 @@ static void softmax_avx512(float *s, int64_t ld, int64_t G, int64_t n, float *m,
             changed |= (__mmask16)(1u << g);
             const float smax = _mm512_reduce_max_ps(vmax);
             mx[g] = smax > mg ? smax : mg;
+            vmxs = _mm512_mask_mov_ps(vmxs, (__mmask16)(1u << g), _mm512_set1_ps(mx[g]));
         }
         for (int64_t g = 0; g < gb; g++) {
             float *sg = s + (g0 + g) * ld;
@@ -650,21 +654,22 @@ static void softmax_avx512(float *s, int64_t ld, int64_t G, int64_t n, float *m,
                 _mm512_mask_storeu_ps(sg + i, k, e);
                 vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(k, e));
             }
-            sum[g] = _mm512_reduce_add_ps(vsum);
+            vsums = _mm512_mask_mov_ps(vsums, (__mmask16)(1u << g), _mm512_set1_ps(_mm512_reduce_add_ps(vsum)));
         }
         const __mmask16 kb = tail_mask(gb);
         if (!changed) { /* every alpha is exp(0) = 1 */
             _mm512_mask_storeu_ps(alpha + g0, kb, _mm512_set1_ps(1.0f));
-            _mm512_mask_storeu_ps(l + g0, kb, _mm512_add_ps(_mm512_maskz_loadu_ps(kb, l + g0), _mm512_loadu_ps(sum)));
+            _mm512_mask_storeu_ps(l + g0, kb, _mm512_add_ps(_mm512_maskz_loadu_ps(kb, l + g0), vsums));
             continue;
         }
-        /* alpha = exp(m - mx), 0 where m is still -inf (no score before this chunk). */
-        const __m512 vm = _mm512_maskz_loadu_ps(kb, m + g0), vnew = _mm512_loadu_ps(mx);
+        /* alpha = exp(m - mx), 0 where m is still -inf (no score before this chunk); the heads
+         * whose maximum stayed take it from m (they have no lane in vmxs). */
+        const __m512 vm = _mm512_maskz_loadu_ps(kb, m + g0), vnew = _mm512_mask_mov_ps(vm, changed, vmxs);
         const __mmask16 seen = _mm512_mask_cmp_ps_mask(kb, vm, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ);
         const __m512 a = _mm512_maskz_mov_ps(seen, exp16(_mm512_sub_ps(vm, vnew)));
         const __m512 vl = _mm512_maskz_loadu_ps(kb, l + g0);
         _mm512_mask_storeu_ps(alpha + g0, kb, a);
-        _mm512_mask_storeu_ps(l + g0, kb, _mm512_add_ps(_mm512_mul_ps(vl, a), _mm512_loadu_ps(sum)));
+        _mm512_mask_storeu_ps(l + g0, kb, _mm512_add_ps(_mm512_mul_ps(vl, a), vsums));
         _mm512_mask_storeu_ps(m + g0, kb, vnew);
     }
 }
