@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bandwidth.h"
@@ -255,6 +256,8 @@ typedef struct options {
     int min_reps, max_reps;
     double budget_s;          /* time spent on repetitions of one shape, beyond min_reps */
     int warm;                 /* 1: no rotation, the cache may stay in L3 */
+    int gap_us;               /* pause before each call: the rest of a decode step, during which
+                                 the library's worker threads go to sleep */
     double cold_bytes;        /* footprint the rotation aims for */
     double max_cache_bytes;   /* shapes whose KV pool would exceed this are skipped */
     int bnsd;                 /* 1: 4-D paged cache (num_blocks, KVN, bs, D) with layout BNSD */
@@ -483,6 +486,10 @@ static result run_shape(const shape *s, const options *o, const machine *mc) {
         const int64_t t = (rep + 1) % n_rot;
         p.block_table = ifa_tensor_make(tables + (t % n_tables) * blocks_per_copy, IFA_DTYPE_INT32, 2, ts, NULL);
         if (bps) p.block_position = ifa_tensor_make(bps + t * B * KVN * M, IFA_DTYPE_INT32, 3, ps, NULL);
+        if (o->gap_us > 0) {
+            const struct timespec gap = {o->gap_us / 1000000, (long)(o->gap_us % 1000000) * 1000};
+            nanosleep(&gap, NULL);
+        }
         const double t0 = bench_now();
         const ifa_status st = ifa_incre_flash_attention_v5(&p, &ot);
         const double dt = bench_now() - t0;
@@ -712,6 +719,8 @@ static void usage(FILE *f) {
             "  --isa NAME           force ref | avx2 | avx512\n"
             "  --min-reps N --max-reps N --budget S   repetitions per shape (defaults 5, 200, 1.0)\n"
             "  --warm               do not rotate copies of the cache (it may stay in L3)\n"
+            "  --gap-us N           pause N us before each call, as the rest of a decode step would\n"
+            "                       (the worker threads fall asleep between calls; default 0)\n"
             "  --bnsd               4-D paged cache (num_blocks, KVN, bs, D), layout BNSD\n"
             "  --max-cache-gib X    skip shapes whose KV pool exceeds X GiB (default 4)\n"
             "  --bw-mib N --bw-reps N   bandwidth probe size and repetitions (1024, 7)\n"
@@ -876,6 +885,10 @@ int main(int argc, char **argv) {
             bad = (o.budget_s = atof(v)) < 0;
         } else if (strcmp(a, "--warm") == 0) {
             o.warm = 1;
+        } else if (strcmp(a, "--gap-us") == 0) {
+            NEED_VALUE();
+            o.gap_us = atoi(v);
+            bad = o.gap_us < 0 || o.gap_us > 1000000;
         } else if (strcmp(a, "--bnsd") == 0) {
             o.bnsd = 1;
         } else if (strcmp(a, "--max-cache-gib") == 0) {
