@@ -126,8 +126,8 @@ IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D
     }
 }
 
-IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *const *krows, int64_t n,
-                         float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
+IFA__INLINE void qk_impl_g(const int kind, const float *q, const int64_t G, const int64_t D, const void *const *krows,
+                           int64_t n, float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
     /* The next call's rows are prefetched a few lines per pair of rows (see the AVX-512 file). */
     ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * elem_size(kind));
     const int64_t pairs = 4 * ((n + 7) / 8);
@@ -147,6 +147,11 @@ IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, c
         }
     }
     ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
+}
+
+IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *const *krows, int64_t n,
+                         float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
+    IFA__WITH_CONST_GD(G, D, qk_impl_g(kind, q, GC, DC, krows, n, scores, ld, prefetch, n_prefetch));
 }
 
 /* ---- pv ----------------------------------------------------------------------------------- */
@@ -193,8 +198,9 @@ IFA__INLINE void pv_heads(const int kind, const int W, const float *p, int64_t l
     }
 }
 
-IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v,
-                         int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
+IFA__INLINE void pv_impl_g(const int kind, const float *p, int64_t ld, const int64_t G, const int64_t D,
+                           const void *const *v, int64_t n, float *acc, const void *const *prefetch,
+                           int64_t n_prefetch) {
     /* The next call's rows are prefetched a few lines per 16-float slice, spread evenly. */
     ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * elem_size(kind));
     const int64_t slices = D / 16;
@@ -207,6 +213,11 @@ IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, 
     ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
     for (; d0 + 8 <= D; d0 += 8) pv_heads(kind, 1, p, ld, G, D, v, n, acc, d0);
     if (d0 < D) pv_heads(kind, 0, p, ld, G, D, v, n, acc, d0);
+}
+
+IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v,
+                         int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
+    IFA__WITH_CONST_GD(G, D, pv_impl_g(kind, p, ld, GC, DC, v, n, acc, prefetch, n_prefetch));
 }
 
 /* ---- The instances ------------------------------------------------------------------------ */
