@@ -172,6 +172,17 @@ static inline void ifa__prefetch_next(ifa__prefetch_stream *s, int64_t lines) {
  * them around every row. Measured on AVX-512 with 16 rows per call (attend.c's window), in L1:
  * P.V at G = 4 5.4 instead of 7.5 ns per row; a whole call on L3-resident fp16 KV (B = 1, L = 4K)
  * 11% faster (docs/kernels.md). */
+#if defined(IFA_KERNELS_ONE_COPY)
+/* Sanitizer builds (CMakeLists.txt): the generic body only. Instrumented, the nine copies took
+ * seven times as long to compile (100 s for the AVX-512 file, three times per test.sh run); the
+ * copies are the same source with constants in, and the release build's kernel tests run them
+ * against the reference for every G they serve. */
+#define IFA__WITH_CONST_GD(G, D, call)                                                               \
+    do {                                                                                             \
+        const int64_t GC = (G), DC = (D);                                                            \
+        call;                                                                                        \
+    } while (0)
+#else
 #define IFA__WITH_CONST_GD(G, D, call)                                                               \
     do {                                                                                             \
         if ((D) != 128 || (G) < 1 || (G) > 8) {                                                      \
@@ -191,6 +202,7 @@ static inline void ifa__prefetch_next(ifa__prefetch_stream *s, int64_t lines) {
         default: { const int64_t GC = 8; call; } break;                                              \
         }                                                                                            \
     } while (0)
+#endif
 
 /* The entry points qk_<suffix> and pv_<suffix> of an ISA file, for KV dtype `kind`, around its
  * own always-inline qk_impl and pv_impl (which need unit d stride: the table says so). */
