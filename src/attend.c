@@ -132,15 +132,11 @@ static float load_view(const ifa__view3 *v, int64_t i0, int64_t i1, int64_t i2) 
     return (float)ifa__load_as_double(p, v->dtype);
 }
 
-/* Row (i0, i1, .) of a view into dst[0..n) as float32; float16 rows of unit stride through the
- * ISA's conversion. */
+/* Row (i0, i1, .) of a view into dst[0..n) as float32. */
 static void load_view_row(const ifa__kernel_table *kt, const ifa__view3 *v, int64_t i0, int64_t i1, int64_t n,
                           float *dst) {
     const char *p = v->data + (i0 * v->s0 + i1 * v->s1) * (int64_t)ifa_dtype_size(v->dtype);
-    if (v->dtype == IFA_DTYPE_FLOAT16 && v->s2 == 1)
-        kt->f16_to_f32(p, n, dst);
-    else
-        ifa__load_row_f32(p, v->dtype, v->s2, n, dst);
+    ifa__load_row_f32_simd(kt, p, v->dtype, v->s2, n, dst);
 }
 
 /* The factor of the raw dot product in the score: scale_value, times dequant_scale1 for an

@@ -8,6 +8,8 @@
 
 #include <math.h>
 
+#include "kernels/kernels.h"
+
 uint16_t ifa__f32_to_f16(float f) {
     const uint32_t u = ifa__f32_to_bits(f);
     const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
@@ -121,6 +123,14 @@ void ifa__load_row_f32(const void *p, ifa_dtype dtype, int64_t stride, int64_t n
         break;
     }
     }
+}
+
+void ifa__load_row_f32_simd(const ifa__kernel_table *kt, const void *p, ifa_dtype dtype, int64_t stride, int64_t n,
+                            float *dst) {
+    if (dtype == IFA_DTYPE_FLOAT16 && stride == 1)
+        kt->f16_to_f32(p, n, dst);
+    else
+        ifa__load_row_f32(p, dtype, stride, n, dst);
 }
 
 void ifa__store_row_f32(void *p, ifa_dtype dtype, int64_t stride, int64_t n, const float *src) {

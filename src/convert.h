@@ -63,6 +63,14 @@ float ifa__load_scale(const void *ptr, ifa_dtype dtype);
  * parameters, queries and scales are read through this, with the dtype switch outside the loop. */
 void ifa__load_row_f32(const void *p, ifa_dtype dtype, int64_t stride, int64_t n, float *dst);
 
+struct ifa__kernel_table;
+
+/* The same, with a float16 row of unit stride converted by the kernel table's SIMD routine (the
+ * query and scale rows of a call, the keys of a page summary): the scalar conversion took most of
+ * a short call and of a whole-cache summary. */
+void ifa__load_row_f32_simd(const struct ifa__kernel_table *kt, const void *p, ifa_dtype dtype, int64_t stride,
+                            int64_t n, float *dst);
+
 /* Stores n float32 values into a float16 / bfloat16 / float32 row (round to nearest even). */
 void ifa__store_row_f32(void *p, ifa_dtype dtype, int64_t stride, int64_t n, const float *src);
 

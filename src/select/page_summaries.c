@@ -91,12 +91,9 @@ static void minmax_update(const float *restrict x, float *restrict lo, float *re
 /* Row of D key elements as float32 into x (dequantised with c, o for int8). */
 static void load_row(const sum_job *job, const char *row, float *restrict x, const float *c,
                      const float *o) {
-    /* float16 rows of unit stride through the ISA's conversion: the scalar one took most of a
-     * whole-cache summary (about 40 ms for a 32K Llama-3-8B cache). */
-    if (job->dtype == IFA_DTYPE_FLOAT16 && job->s_d == 1)
-        job->kt->f16_to_f32(row, job->D, x);
-    else
-        ifa__load_row_f32(row, job->dtype, job->s_d, job->D, x);
+    /* float16 through the ISA's conversion: the scalar one took most of a whole-cache summary
+     * (about 40 ms for a 32K Llama-3-8B cache). */
+    ifa__load_row_f32_simd(job->kt, row, job->dtype, job->s_d, job->D, x);
     if (job->dtype == IFA_DTYPE_INT8)
         for (int64_t d = 0; d < job->D; d++) x[d] = (x[d] + o[d]) * c[d];
 }
