@@ -404,8 +404,7 @@ def run_shape(shape, args, threads, machine):
         for k in ("torch_gather", "torch_contig"):
             if k in res:
                 r[k + "_s"], r[k + "_median_s"], _ = res[k]
-        r["ok"] = True
-        roofline(r, machine)
+        r["ok"] = True  # main() adds the figures (roofline) once it knows the probe after the shape
         del case
     except (MemoryError, RuntimeError, ValueError) as e:
         r["ok"] = False

@@ -171,7 +171,7 @@ static void prepare_query(const ifa__problem *pb, const ifa__kernel_table *kt, i
         float *qg = qp + g * D;
         load_view_row(kt, &pb->q, b, h * G + g, D, qg);
         /* The sum of q only serves per-token antiquant, the offset bias only an offset: both are
-         * serial double sums, skipped when not needed (they dominate a short call otherwise). */
+         * double sums, skipped when not needed (they dominate a short call otherwise). */
         double sum = 0.0, b_acc = 0.0;
         if (pb->aq == IFA__AQ_PER_TOKEN) sum = sum_products(qg, NULL, D);
         if (per_channel)
@@ -490,10 +490,9 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
     const int64_t state_floats = ifa__state_floats(G, D);
     float *alpha = scratch + nh * per_head, *s = alpha + G;
     tile_ctx c = {.pb = pb, .kt = kt, .kind = kv_kind(pb->kv_dtype), .finish = needs_finish(pb),
-                        .rounded = uses_rounded_query(pb, kt), .pv_q16 = uses_fixed_point_pv(pb, kt),
-                        .pv_bf16 = uses_bf16_weights(pb, kt),
-                        .b = b, .h0 = h0, .per_head = per_head, .state_floats = state_floats,
-                        .scratch = scratch, .states = states, .s = s, .alpha = alpha};
+                  .rounded = uses_rounded_query(pb, kt), .pv_q16 = uses_fixed_point_pv(pb, kt),
+                  .pv_bf16 = uses_bf16_weights(pb, kt), .b = b, .h0 = h0, .per_head = per_head,
+                  .state_floats = state_floats, .scratch = scratch, .states = states, .s = s, .alpha = alpha};
     rows_unit scan;
     for (int64_t i = 0; i < nh; i++) {
         float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
