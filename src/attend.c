@@ -271,10 +271,8 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
 }
 
 /* How far ahead the kernels prefetch (see ifa__attend_tile): windows for the forms whose heads
- * share pages, units for the sparse form. */
-#ifndef IFA__PREFETCH_WINDOWS
-#define IFA__PREFETCH_WINDOWS 2
-#endif
+ * share pages (window_plan picks 1 or 2), units for the sparse form. */
+#define IFA__MAX_PREFETCH_WINDOWS 2
 #ifndef IFA__PREFETCH_UNITS
 #define IFA__PREFETCH_UNITS 2
 #endif
@@ -326,16 +324,29 @@ static void shift_rows(const rows_unit *src, int64_t i, rows_unit *dst) {
     }
 }
 
-/* Logical tokens per window: about 4 KiB of one head's rows (16 rows of float16 at D = 128, 32 of
- * int8), between 16 (the AVX-512 tile) and IFA__CHUNK_ROWS. A window is visited for all the heads
- * of the tile in turn, so in a (blocks, bs, KVN*D) cache a small window means the heads of the
- * same few tokens, one short contiguous stretch of the page, are read close together in time:
- * measured, 16-row windows read fp16 caches about 20% faster than 64-row ones, and int8 caches
- * are fastest at 32 (docs/benchmarks.md). */
-static int64_t window_tokens(const ifa__problem *pb) {
-    int64_t w = 4096 / ifa__max64(1, pb->D * pb->elem_size);
+/* Logical tokens per window: about `bytes` of one head's rows (4 KiB: 16 rows of float16 at
+ * D = 128, 32 of int8), between 16 (the AVX-512 tile) and IFA__CHUNK_ROWS. */
+static int64_t window_tokens(const ifa__problem *pb, int64_t bytes) {
+    int64_t w = bytes / ifa__max64(1, pb->D * pb->elem_size);
     w = w < 16 ? 16 : w > IFA__CHUNK_ROWS ? IFA__CHUNK_ROWS : w;
     return w / 16 * 16;
+}
+
+/* Window size and prefetch distance of a tile whose heads share pages. A window is visited for
+ * all the heads of the tile in turn. When the heads of a token sit side by side ((blocks, bs,
+ * KVN*D) caches), a small window means the heads of the same few tokens, one short contiguous
+ * stretch of the page, are read close together in time: 4 KiB windows, two ahead (measured,
+ * 16-row windows read fp16 caches about 20% faster than 64-row ones, and 8 KiB windows 7% slower).
+ * When each head's rows lie apart ((blocks, KVN, bs, D) caches), each head reads its own stretch
+ * whatever the window, and larger windows halve the per-window work of the kernels and of the
+ * bookkeeping: 8 KiB windows, one ahead (the same distance in bytes), 5-15% faster from DRAM
+ * (docs/benchmarks.md). */
+static void window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t *window, int64_t *ahead) {
+    ifa__kv_cursor cur;
+    ifa__kv_cursor_init(&cur, pb, b, h, 0, 0);
+    const int side_by_side = cur.k.s_head == pb->D && cur.v.s_head == pb->D;
+    *window = window_tokens(pb, side_by_side ? 4096 : 8192);
+    *ahead = side_by_side ? 2 : 1;
 }
 
 /* Most rows one unit's prefetch list holds (window_prefetch). */
@@ -351,7 +362,7 @@ static int64_t prefetch_list(const void *const *rows, int64_t head, int64_t r0, 
 }
 
 /* The rows unit (window w, head i) prefetches, for the forms whose heads share pages: the i-th of
- * nh shares of the rows of all nh heads of window w + IFA__PREFETCH_WINDOWS (`ahead`, head h0's
+ * nh shares of the rows of all nh heads of the window window_plan prefetches (`ahead`, head h0's
  * rows), cut so that each share is one stretch of memory. In a (blocks, bs, KVN*D) cache the
  * heads of a token sit side by side, so a share is a run of whole tokens (token-major); when each
  * head's rows lie apart (BNSD, (blocks, KVN, bs, D)), a share is one head's rows. Either way the
@@ -436,14 +447,16 @@ static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, const 
  * A ring holds the windows from the current one to the one being prefetched. */
 static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1) {
     const ifa__problem *pb = c->pb;
-    const int64_t window = window_tokens(pb), windows = ifa__ceil_div(t1 - t0, window);
-    const int64_t ring = IFA__PREFETCH_WINDOWS + 1, row_bytes = pb->D * pb->elem_size;
-    rows_unit win[IFA__PREFETCH_WINDOWS + 1], unit;
+    int64_t window, dist;
+    window_plan(pb, c->b, c->h0, &window, &dist);
+    const int64_t windows = ifa__ceil_div(t1 - t0, window);
+    const int64_t ring = dist + 1, row_bytes = pb->D * pb->elem_size;
+    rows_unit win[IFA__MAX_PREFETCH_WINDOWS + 1], unit;
     const void *pk[IFA__MAX_PREFETCH_ROWS], *pv[IFA__MAX_PREFETCH_ROWS];
-    for (int64_t w = 0; w < windows && w < IFA__PREFETCH_WINDOWS; w++)
+    for (int64_t w = 0; w < windows && w < dist; w++)
         gather_rows(pb, c->b, c->h0, t0 + w * window, ifa__min64(t0 + (w + 1) * window, t1), &win[w]);
     for (int64_t w = 0; w < windows; w++) {
-        const int64_t wa = w + IFA__PREFETCH_WINDOWS;
+        const int64_t wa = w + dist;
         const rows_unit *ahead = NULL;
         if (wa < windows) {
             const int64_t tw = t0 + wa * window;
@@ -468,7 +481,7 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
  * ring of IFA__PREFETCH_UNITS + 1 units. */
 static void attend_sparse_units(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1) {
     const ifa__problem *pb = c->pb;
-    const int64_t window = window_tokens(pb), total = ifa__ceil_div(t1 - t0, window) * nh;
+    const int64_t window = window_tokens(pb, 4096), total = ifa__ceil_div(t1 - t0, window) * nh;
     const int64_t ring = IFA__PREFETCH_UNITS + 1;
     rows_unit units[IFA__PREFETCH_UNITS + 1];
     for (int64_t u = 0; u < total + IFA__PREFETCH_UNITS; u++) {
