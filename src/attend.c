@@ -382,6 +382,20 @@ static int64_t window_prefetch(const rows_unit *ahead, int64_t nh, int64_t i, in
     return prefetch_list(ahead->k, ahead->k_head, 0, ahead->n, i, i + 1, pk);
 }
 
+/* Every line of the rows of u and of the nh - 1 heads after its head, at once. A tile's first
+ * windows (or sparse units), those before the first one a unit prefetches, would otherwise be
+ * read with one demand miss after another: measured, fetching them in one burst at the start of
+ * the tile made B = 1, L = 512 calls 4-7% faster (L = 4K and longer: within the noise). */
+static void prefetch_rows_now(const rows_unit *u, int64_t nh, int64_t row_bytes) {
+    if (u->k_d != 1 || u->v_d != 1) return;
+    for (int64_t r = 0; r < u->n; r++)
+        for (int64_t j = 0; j < nh; j++)
+            for (int64_t o = 0; o < row_bytes; o += 64) {
+                __builtin_prefetch((const char *)u->k[r] + j * u->k_head + o, 0, 3);
+                __builtin_prefetch((const char *)u->v[r] + j * u->v_head + o, 0, 3);
+            }
+}
+
 /* Full quantisation only: the maximum score of head h over [t0, t1), one extra pass over K.
  * SPEC.md 7 quantises p_t = exp(s_t - m) against the global maximum m; quantising against a
  * running maximum instead (which SPEC allows) drifts by up to a few times the 1e-2 tolerance on
@@ -453,8 +467,10 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
     const int64_t ring = dist + 1, row_bytes = pb->D * pb->elem_size;
     rows_unit win[IFA__MAX_PREFETCH_WINDOWS + 1], unit;
     const void *pk[IFA__MAX_PREFETCH_ROWS], *pv[IFA__MAX_PREFETCH_ROWS];
-    for (int64_t w = 0; w < windows && w < dist; w++)
+    for (int64_t w = 0; w < windows && w < dist; w++) {
         gather_rows(pb, c->b, c->h0, t0 + w * window, ifa__min64(t0 + (w + 1) * window, t1), &win[w]);
+        prefetch_rows_now(&win[w], nh, row_bytes);
+    }
     for (int64_t w = 0; w < windows; w++) {
         const int64_t wa = w + dist;
         const rows_unit *ahead = NULL;
@@ -488,6 +504,7 @@ static void attend_sparse_units(const tile_ctx *c, int64_t nh, int64_t t0, int64
         if (u < total) {
             const int64_t tw = t0 + (u / nh) * window;
             gather_rows(pb, c->b, c->h0 + u % nh, tw, ifa__min64(tw + window, t1), &units[u % ring]);
+            if (u < IFA__PREFETCH_UNITS) prefetch_rows_now(&units[u % ring], 1, pb->D * pb->elem_size);
         }
         const int64_t cu = u - IFA__PREFETCH_UNITS;
         if (cu < 0) continue;
