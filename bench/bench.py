@@ -63,10 +63,12 @@ def keep_freed_memory():
     By default glibc gives every large block (torch's gathered copies and int8 dequantisations,
     up to gigabytes per call) its own mmap and unmaps it when freed. Each torch job then faults in
     fresh pages that the kernel must zero, and this VM's kernel reports the freed pages back to
-    the host (free page reporting), work that runs on the same two cores during the next jobs.
-    Measured (Llama-3-8B B=4 L=32K int8, interleaved): torch's SDPA on contiguous KV went from
-    632 to 247 ms, and ifa's calls after it from 8-11 to 7.1-7.5 ms. A serving process that keeps
-    its buffers (or a caching allocator) sees the second case. Returns whether it took effect."""
+    the host (free page reporting). Kept in the process (--keep-freed-memory), measured on
+    Llama-3-8B B=4 L=32K int8: torch's SDPA on contiguous KV went from 632 to 247 ms. It is not
+    the default: holding gigabytes of freed memory, later large shapes ran 3-40x slower (B=16,
+    L=32K int8: 2.4 GB/s instead of 25, though the process stayed under half the RAM), which
+    points at the host reclaiming the VM's memory; docs/benchmarks.md. Returns whether it took
+    effect."""
     if platform.libc_ver()[0] != "glibc":
         return False
     import ctypes
@@ -76,6 +78,18 @@ def keep_freed_memory():
         return False
     M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
     return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+
+
+def release_freed_memory():
+    """With --keep-freed-memory: gives the process's free memory back to the kernel (malloc_trim)
+    between two shapes, so that one shape's freed buffers are not held through the next."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 import torch  # noqa: E402  (after the OpenMP policy is set)
@@ -700,9 +714,10 @@ def parse_args(argv=None):
                    help="size of the bandwidth probe between shapes (MiB); 0: no such probe, the "
                         "fractions divide by the better of the first and last probes")
     p.add_argument("--fixed-calls", type=int, default=5000)
-    p.add_argument("--malloc-default", action="store_true",
-                   help="leave glibc's malloc as it is: large freed blocks go back to the kernel "
-                        "(by default the script keeps them in the process; see keep_freed_memory)")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="keep freed memory in the process (glibc mallopt): torch's jobs stop "
+                        "faulting in their temporaries, up to 2.6x faster; unsafe for large grids "
+                        "on this VM (see keep_freed_memory)")
     p.add_argument("--json", help="write the results here (e.g. docs/bench.json)")
     p.add_argument("--plot", nargs="?", const="docs/bench.png", default=None,
                    help="write a PNG plot (default path docs/bench.png)")
@@ -734,7 +749,7 @@ def main(argv=None):
             print(f"# wrote {out}")
         return 0
 
-    kept = False if args.malloc_default else keep_freed_memory()
+    kept = keep_freed_memory() if args.keep_freed_memory else False
     if args.threads is not None:
         custom_ops.set_num_threads(args.threads)
     threads = custom_ops.get_num_threads()
@@ -781,6 +796,8 @@ def main(argv=None):
             print(f"# pass {pass_no + 1} of {args.passes}", flush=True)
         for i, shape in enumerate(shapes):
             r = run_shape(shape, args, threads, machine)
+            if kept:
+                release_freed_memory()
             probes.append(local())
             best = results[i]
             if best is not None and best.get("ok") and r.get("ok"):
