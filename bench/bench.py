@@ -58,10 +58,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # torch's CPU allocator puts tensors of 2 MiB and more on transparent huge pages when
 # THP_MEM_ALLOC_ENABLE=1 (the kernel's THP mode here is "madvise", so nothing is huge otherwise).
-# A paged KV cache is read in scattered pages; on 4 KiB pages nearly every page of a block-16
-# cache costs a TLB miss. The benchmark asks for huge pages unless the caller chose, for the cache
-# (ifa's input) and for torch's own copies alike: measured, ifa's block-16 shapes read 10-30%
-# faster and torch's gather 2-3x; docs/benchmarks.md.
+# The benchmark asks for them unless the caller chose, for the cache (ifa's input) and torch's
+# copies and temporaries alike: measured over the grid, torch's gather + SDPA ran 1.39x faster
+# and ifa 1.14x, mostly because torch's jobs fault in 512 times fewer pages between ifa's calls
+# (the cache alone on huge pages: 1.00-1.03x in ifa_bench); docs/benchmarks.md, Huge pages.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
