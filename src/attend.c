@@ -341,12 +341,15 @@ static int64_t window_tokens(const ifa__problem *pb, int64_t bytes) {
  * whatever the window, and larger windows halve the per-window work of the kernels and of the
  * bookkeeping: 8 KiB windows, one ahead (the same distance in bytes), 5-15% faster from DRAM
  * (docs/benchmarks.md). */
-static void window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t *window, int64_t *ahead) {
+/* Returns whether the heads of a token sit side by side (the strides are those of every window
+ * of the tile: one (batch, head group), one view). */
+static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t *window, int64_t *ahead) {
     ifa__kv_cursor cur;
     ifa__kv_cursor_init(&cur, pb, b, h, 0, 0);
     const int side_by_side = cur.k.s_head == pb->D && cur.v.s_head == pb->D;
     *window = window_tokens(pb, side_by_side ? 4096 : 8192);
     *ahead = side_by_side ? 2 : 1;
+    return side_by_side;
 }
 
 /* Most rows one unit's prefetch list holds (window_prefetch). */
@@ -364,16 +367,16 @@ static int64_t prefetch_list(const void *const *rows, int64_t head, int64_t r0, 
 /* The rows unit (window w, head i) prefetches, for the forms whose heads share pages: the i-th of
  * nh shares of the rows of all nh heads of the window window_plan prefetches (`ahead`, head h0's
  * rows), cut so that each share is one stretch of memory. In a (blocks, bs, KVN*D) cache the
- * heads of a token sit side by side, so a share is a run of whole tokens (token-major); when each
- * head's rows lie apart (BNSD, (blocks, KVN, bs, D)), a share is one head's rows. Either way the
- * window is fetched in address order at an even rate of one unit's bytes per unit: measured, with
+ * heads of a token sit side by side (`side_by_side`, from window_plan), so a share is a run of
+ * whole tokens (token-major); when each head's rows lie apart (BNSD, (blocks, KVN, bs, D)), a
+ * share is one head's rows. Either way the window is fetched in address order at an even rate of one unit's bytes per unit: measured, with
  * the kernels spreading the lines over their work, 5-17% faster from DRAM than prefetching the
  * next unit's rows, 2 KiB apart (docs/benchmarks.md). Returns the number of K rows in pk (and V
  * rows in pv: the same number). */
-static int64_t window_prefetch(const rows_unit *ahead, int64_t nh, int64_t i, int64_t row_bytes, const void **pk,
+static int64_t window_prefetch(const rows_unit *ahead, int64_t nh, int64_t i, int side_by_side, const void **pk,
                                const void **pv) {
     if (ahead == NULL || ahead->k_d != 1 || ahead->v_d != 1 || ahead->n == 0) return 0;
-    if (ahead->k_head == row_bytes && ahead->v_head == row_bytes) {
+    if (side_by_side) {
         const int64_t r0 = i * ahead->n / nh, r1 = (i + 1) * ahead->n / nh;
         prefetch_list(ahead->v, ahead->v_head, r0, r1, 0, nh, pv);
         return prefetch_list(ahead->k, ahead->k_head, r0, r1, 0, nh, pk);
@@ -462,7 +465,7 @@ static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, const 
 static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1) {
     const ifa__problem *pb = c->pb;
     int64_t window, dist;
-    window_plan(pb, c->b, c->h0, &window, &dist);
+    const int side_by_side = window_plan(pb, c->b, c->h0, &window, &dist);
     const int64_t windows = ifa__ceil_div(t1 - t0, window);
     const int64_t ring = dist + 1, row_bytes = pb->D * pb->elem_size;
     rows_unit win[IFA__MAX_PREFETCH_WINDOWS + 1], unit;
@@ -481,7 +484,7 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
         }
         const rows_unit *base = &win[w % ring];
         for (int64_t i = 0; i < nh; i++) {
-            const int64_t npf = window_prefetch(ahead, nh, i, row_bytes, pk, pv);
+            const int64_t npf = window_prefetch(ahead, nh, i, side_by_side, pk, pv);
             if (i == 0) {
                 attend_unit(c, i, base, pk, npf, pv, npf);
             } else {
