@@ -64,43 +64,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # (the cache alone on huge pages: 1.00-1.03x in ifa_bench); docs/benchmarks.md, Huge pages.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-
-def keep_freed_memory():
-    """Asks glibc to keep freed memory in the process: no block of its own mmap, no trimming.
-
-    By default glibc gives every large block (torch's gathered copies and int8 dequantisations,
-    up to gigabytes per call) its own mmap and unmaps it when freed. Each torch job then faults in
-    fresh pages that the kernel must zero, and this VM's kernel reports the freed pages back to
-    the host (free page reporting). Kept in the process (--keep-freed-memory), measured on
-    Llama-3-8B B=4 L=32K int8: torch's SDPA on contiguous KV went from 632 to 247 ms. It is not
-    the default: holding gigabytes of freed memory, later large shapes ran 3-40x slower (B=16,
-    L=32K int8: 2.4 GB/s instead of 25, though the process stayed under half the RAM), which
-    points at the host reclaiming the VM's memory; docs/benchmarks.md. Returns whether it took
-    effect."""
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    import ctypes
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-    return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
-
-
-def release_freed_memory():
-    """With --keep-freed-memory: gives the process's free memory back to the kernel (malloc_trim)
-    between two shapes, so that one shape's freed buffers are not held through the next."""
-    import ctypes
-    import gc
-    gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-import torch  # noqa: E402  (after the OpenMP policy is set)
+import torch  # noqa: E402  (after the OpenMP and huge-page settings)
 import torch.nn.functional as F
 
 import custom_ops
@@ -235,6 +199,41 @@ def mac_rate(machine, dtype):
 
 
 # ---- Timing helpers ----------------------------------------------------------------------------
+
+def keep_freed_memory():
+    """Asks glibc to keep freed memory in the process: no block of its own mmap, no trimming.
+
+    By default glibc gives every large block (torch's gathered copies and int8 dequantisations,
+    up to gigabytes per call) its own mmap and unmaps it when freed. Each torch job then faults in
+    fresh pages that the kernel must zero, and this VM's kernel reports the freed pages back to
+    the host (free page reporting). Kept in the process (--keep-freed-memory), measured on
+    Llama-3-8B B=4 L=32K int8: torch's SDPA on contiguous KV went from 632 to 247 ms. It is not
+    the default: holding gigabytes of freed memory, later large shapes ran 3-40x slower (B=16,
+    L=32K int8: 2.4 GB/s instead of 25, though the process stayed under half the RAM), which
+    points at the host reclaiming the VM's memory; docs/benchmarks.md. Returns whether it took
+    effect."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+
+
+def release_freed_memory():
+    """With --keep-freed-memory: gives the process's free memory back to the kernel (malloc_trim)
+    between two shapes, so that one shape's freed buffers are not held through the next."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
 
 def timed(fn):
     t0 = time.perf_counter()
