@@ -26,11 +26,16 @@
  * pv  acc[g][d] += sum_i p[g][i] V[i][d]. The D axis goes in slices of 64 floats (4 zmm) and the
  *     heads in blocks of up to 4, so 16 accumulators stay in registers across all n rows of the
  *     chunk (loaded and stored once per call); each V vector converted feeds 4 FMAs, each
- *     broadcast weight 4 FMAs. D tails use masked loads and stores, never a scalar loop.
+ *     broadcast weight 4 FMAs. D tails use masked loads and stores, never a scalar loop. The
+ *     first two head blocks are written out rather than looped over, and the row pointer is
+ *     opaque to the optimiser (opaque_pointer): both cost G = 5-8 up to a quarter of pv's speed
+ *     in GCC 12's code.
  *
  * softmax  heads in blocks of up to 16, each over its n <= 64 scores (4 zmm): max, a polynomial exp,
  *     sum. When no score passes a head's finite running maximum (most windows after the first
  *     few) the maximum's reduction and the alpha exp are skipped: alpha is exp(0) = 1 exactly.
+ *     The exps of four heads go side by side, and the heads' sums are reduced together by the
+ *     qk tree (sum_each), not one horizontal sum per head.
  *     The exp is Cephes' expf (Cody-Waite reduction, degree-5 polynomial, about 1 ulp) with
  *     VSCALEFPS to apply 2^n, which rounds once into the subnormal range and gives exactly 0 far
  *     below it.
@@ -61,6 +66,18 @@ IFA__INLINE __m512i dpwssd_acc(__m512i acc, __m512i a, __m512i b) {
     return acc;
 #else
     return _mm512_dpwssd_epi32(acc, a, b);
+#endif
+}
+
+/* Hides the value of *p from the optimiser. GCC otherwise splits "row + constant offset" into
+ * the row and one loop-invariant offset per vector of the slice, keeps those offsets in
+ * registers, and at G = 8 runs out of them: each load then reloads its offset from the stack.
+ * Opaque, the row stays one register and every load a displacement from it. */
+IFA__INLINE void opaque_pointer(const char **p) {
+#if defined(__GNUC__)
+    __asm__("" : "+r"(*p));
+#else
+    (void)p;
 #endif
 }
 
@@ -341,6 +358,7 @@ IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float
             a[g][w] = W == 0 ? _mm512_maskz_loadu_ps(tm, acc + g * D + d0) : _mm512_loadu_ps(acc + g * D + d0 + 16 * w);
     for (int64_t i = 0; i < n; i++) {
         const char *row = (const char *)vrows[i] + d0 * es;
+        opaque_pointer(&row);
         ifa__prefetch_next(ps, per_row);
         __m512 x[4];
         for (int w = 0; w < nv; w++) x[w] = W == 0 ? load16_mask(kind, row, tm) : load16(kind, row + 16 * w * es);
@@ -363,6 +381,16 @@ IFA__INLINE void pv_heads(const int kind, const int W, const float *p, int64_t l
                           const void *const *v, int64_t n, float *acc, int64_t d0, __mmask16 tm,
                           ifa__prefetch_stream *ps, int64_t per_row) {
     int64_t g0 = 0, pr = per_row;
+    /* The first two blocks written out: with G a constant (kernels.h), a loop over them left
+     * the block's code shared and G = 8 ran at 0.75 of two G = 4 calls. */
+    if (G >= 4) {
+        pv_slice(kind, 4, W, p, ld, D, v, n, acc, d0, tm, ps, pr);
+        g0 = 4, pr = 0;
+    }
+    if (G >= 8) {
+        pv_slice(kind, 4, W, p + 4 * ld, ld, D, v, n, acc + 4 * D, d0, tm, ps, 0);
+        g0 = 8;
+    }
     for (; g0 + 4 <= G; g0 += 4, pr = 0)
         pv_slice(kind, 4, W, p + g0 * ld, ld, D, v, n, acc + g0 * D, d0, tm, ps, pr);
     switch (G - g0) {
@@ -517,26 +545,41 @@ IFA__INLINE int pv_pairs_weights(const int form, const float *pg, int64_t n, uin
 }
 
 /* Heads in blocks of 4; the prefetch list is spread over the row pairs of every slice and block. */
+/* One block of gb <= 4 heads starting at head g0: their 16-bit weights, then all slices of D. */
+IFA__INLINE void pv_pairs_block(const int form, const float *p, int64_t ld, int64_t g0, int64_t gb, int64_t D,
+                                const void *const *v, int64_t n, float *acc, ifa__prefetch_stream *ps,
+                                int64_t per_pair) {
+    uint16_t w[4 * 64];
+    float inv[4] = {0};
+    int any = 0;
+    for (int64_t g = 0; g < gb; g++) any |= pv_pairs_weights(form, p + (g0 + g) * ld, n, w + g * 64, &inv[g]);
+    if (!any) return;
+    switch (gb) {
+    case 1: pv_pairs_heads(form, 1, w, inv, D, v, n, acc + g0 * D, ps, per_pair); break;
+    case 2: pv_pairs_heads(form, 2, w, inv, D, v, n, acc + g0 * D, ps, per_pair); break;
+    case 3: pv_pairs_heads(form, 3, w, inv, D, v, n, acc + g0 * D, ps, per_pair); break;
+    default: pv_pairs_heads(form, 4, w, inv, D, v, n, acc + g0 * D, ps, per_pair); break;
+    }
+}
+
 IFA__INLINE void pv_pairs_g(const int form, const float *p, int64_t ld, const int64_t G, const int64_t D,
                             const void *const *v, int64_t n, float *acc, const void *const *prefetch,
                             int64_t n_prefetch) {
     ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * (form == PV_PAIRS_I8 ? 1 : 2));
     const int64_t steps = ((D + 63) / 64) * ((n + 1) / 2) * ((G + 3) / 4);
     const int64_t per_pair = ifa__prefetch_per_step(&ps, steps);
-    for (int64_t g0 = 0; g0 < G; g0 += 4) {
-        const int64_t gb = G - g0 < 4 ? G - g0 : 4;
-        uint16_t w[4 * 64];
-        float inv[4] = {0};
-        int any = 0;
-        for (int64_t g = 0; g < gb; g++) any |= pv_pairs_weights(form, p + (g0 + g) * ld, n, w + g * 64, &inv[g]);
-        if (!any) continue;
-        switch (gb) {
-        case 1: pv_pairs_heads(form, 1, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
-        case 2: pv_pairs_heads(form, 2, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
-        case 3: pv_pairs_heads(form, 3, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
-        default: pv_pairs_heads(form, 4, w, inv, D, v, n, acc + g0 * D, &ps, per_pair); break;
-        }
+    /* int8: the first two blocks written out, as in pv_heads (G = 8: 0.82 of the time of the
+     * loop). bfloat16 keeps the loop, which measured 9% faster than the blocks written out. */
+    int64_t g0 = 0;
+    if (form == PV_PAIRS_I8 && G >= 4) {
+        pv_pairs_block(form, p, ld, 0, 4, D, v, n, acc, &ps, per_pair);
+        g0 = 4;
     }
+    if (form == PV_PAIRS_I8 && G >= 8) {
+        pv_pairs_block(form, p, ld, 4, 4, D, v, n, acc, &ps, per_pair);
+        g0 = 8;
+    }
+    for (; g0 < G; g0 += 4) pv_pairs_block(form, p, ld, g0, G - g0 < 4 ? G - g0 : 4, D, v, n, acc, &ps, per_pair);
     ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
 }
 
@@ -596,19 +639,80 @@ IFA__INLINE __m512 exp16(__m512 x) {
     return _mm512_scalef_ps(y, n);
 }
 
+/* Lane g of the result = the sum of the 16 lanes of v[g], g < count <= 16 (the other lanes 0):
+ * the qk kernels' transpose-add trees, which reduce four vectors in 9 operations and sixteen
+ * in 43, where one horizontal sum per vector takes about 8 dependent ones plus the insertion of
+ * its lane. v[count..] are overwritten with zeros. */
+IFA__INLINE __m512 sum_each(__m512 *v, int64_t count) {
+    const int64_t padded = (count + 3) & ~(int64_t)3;
+    for (int64_t g = count; g < padded; g++) v[g] = _mm512_setzero_ps();
+    if (padded == 4) {
+        /* Block j of e holds four partial sums of v[j]; two in-block steps leave its total in
+         * every lane of block j, and a permute gathers lanes 0, 4, 8, 12. */
+        __m512 e = tree12(v[0], v[1], v[2], v[3]);
+        e = _mm512_add_ps(e, _mm512_permute_ps(e, _MM_SHUFFLE(1, 0, 3, 2)));
+        e = _mm512_add_ps(e, _mm512_permute_ps(e, _MM_SHUFFLE(2, 3, 0, 1)));
+        const __m512i first = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        return _mm512_maskz_permutexvar_ps(0x000F, first, e);
+    }
+    __m512 e[4];
+    for (int t = 0; t < 4; t++)
+        e[t] = 4 * t < padded ? tree12(v[4 * t], v[4 * t + 1], v[4 * t + 2], v[4 * t + 3]) : _mm512_setzero_ps();
+    /* tree34 puts the total of v[4t + j] (group t, slot j) at element 4j + t. */
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(order, tree34(e[0], e[1], e[2], e[3]));
+}
+
+/* Weights of R <= 4 heads (rows s, s + ld, ...) in place, s = exp(s - mx), and their lane-wise
+ * sums in part[0..R); n <= 16. A maximum of -inf (all scores so far -inf) subtracts 0 instead,
+ * so the weights are exp(-inf) = 0, not NaN (see the reference kernel). */
+IFA__INLINE void softmax_weights16(const int R, float *s, int64_t ld, int64_t n, const float *mx, __m512 *part) {
+    const __mmask16 k = tail_mask(n);
+    __m512 e[4];
+    for (int j = 0; j < R; j++)
+        e[j] = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j * ld), _mm512_set1_ps(mx[j] == -INFINITY ? 0.0f : mx[j]));
+    for (int j = 0; j < R; j++) e[j] = exp16(e[j]);
+    for (int j = 0; j < R; j++) {
+        _mm512_mask_storeu_ps(s + j * ld, k, e[j]);
+        part[j] = _mm512_maskz_mov_ps(k, e[j]);
+    }
+}
+
+/* The same for any n <= 64, 16 scores at a time. */
+IFA__INLINE void softmax_weights(const int R, float *s, int64_t ld, int64_t n, const float *mx, __m512 *part) {
+    __m512 vmx[4], vsum[4];
+    for (int j = 0; j < R; j++) {
+        vmx[j] = _mm512_set1_ps(mx[j] == -INFINITY ? 0.0f : mx[j]);
+        vsum[j] = _mm512_setzero_ps();
+    }
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
+        __m512 e[4];
+        for (int j = 0; j < R; j++) e[j] = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j * ld + i), vmx[j]));
+        for (int j = 0; j < R; j++) {
+            _mm512_mask_storeu_ps(s + j * ld + i, k, e[j]);
+            vsum[j] = _mm512_add_ps(vsum[j], _mm512_maskz_mov_ps(k, e[j]));
+        }
+    }
+    for (int j = 0; j < R; j++) part[j] = vsum[j];
+}
+
 /* The heads go in blocks of up to 16, each phase over every head of the block before the next
  * phase: a head's steps form one long dependent chain (a reduction, the exp polynomial, another
  * reduction), and a window has only 16 to 32 scores per head, so one head at a time leaves the
- * core waiting on latency; independent heads side by side overlap. The alphas of the block are
- * one vector exp, or none when no head's maximum moved (measured: 1-4% of a whole call at G = 4,
- * where the softmax had been about 12% of it). */
+ * core waiting on latency; independent heads side by side overlap. The exps go four heads at a
+ * time in straight-line code (softmax_weights), the sums are reduced together (sum_each), and
+ * the alphas of the block are one vector exp, or none when no head's maximum moved. Measured in
+ * L1 on 16-row windows, each of the last three steps took time off: 1-4% of a whole call at
+ * G = 4 for the alphas; 16-22% of the softmax's own time for the four-head exps and the joint
+ * sum together (G = 4, 7, 8). */
 static void softmax_avx512(float *s, int64_t ld, int64_t G, int64_t n, float *m, float *l, float *alpha) {
     for (int64_t g0 = 0; g0 < G; g0 += 16) {
         const int64_t gb = G - g0 < 16 ? G - g0 : 16;
-        /* The maxima and sums go into vectors lane by lane (a masked broadcast each): written as
+        /* The moved maxima go into a vector lane by lane (a masked broadcast each): written as
          * 16 floats and read back as one vector, they stalled on store forwarding. */
         float mx[16] = {0};
-        __m512 vmxs = _mm512_setzero_ps(), vsums = _mm512_setzero_ps();
+        __m512 vmxs = _mm512_setzero_ps();
         __mmask16 changed = 0; /* heads whose maximum moved or is not finite */
         for (int64_t g = 0; g < gb; g++) {
             const float *sg = s + (g0 + g) * ld;
@@ -630,19 +734,26 @@ static void softmax_avx512(float *s, int64_t ld, int64_t G, int64_t n, float *m,
             mx[g] = smax > mg ? smax : mg;
             vmxs = _mm512_mask_mov_ps(vmxs, (__mmask16)(1u << g), _mm512_set1_ps(mx[g]));
         }
-        for (int64_t g = 0; g < gb; g++) {
-            float *sg = s + (g0 + g) * ld;
-            /* All scores so far -inf: weights exp(-inf) = 0, not NaN (see the reference kernel). */
-            const __m512 vmx = _mm512_set1_ps(mx[g] == -INFINITY ? 0.0f : mx[g]);
-            __m512 vsum = _mm512_setzero_ps();
-            for (int64_t i = 0; i < n; i += 16) {
-                const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
-                const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, sg + i), vmx));
-                _mm512_mask_storeu_ps(sg + i, k, e);
-                vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(k, e));
+        __m512 part[16]; /* head g's weights summed lane-wise; reduced together below */
+        int64_t g = 0;
+        if (n <= 16) { /* one vector per head (16-row windows): straight-line code */
+            for (; g + 4 <= gb; g += 4) softmax_weights16(4, s + (g0 + g) * ld, ld, n, mx + g, part + g);
+            switch (gb - g) {
+            case 1: softmax_weights16(1, s + (g0 + g) * ld, ld, n, mx + g, part + g); break;
+            case 2: softmax_weights16(2, s + (g0 + g) * ld, ld, n, mx + g, part + g); break;
+            case 3: softmax_weights16(3, s + (g0 + g) * ld, ld, n, mx + g, part + g); break;
+            default: break;
             }
-            vsums = _mm512_mask_mov_ps(vsums, (__mmask16)(1u << g), _mm512_set1_ps(_mm512_reduce_add_ps(vsum)));
+        } else {
+            for (; g + 4 <= gb; g += 4) softmax_weights(4, s + (g0 + g) * ld, ld, n, mx + g, part + g);
+            switch (gb - g) {
+            case 1: softmax_weights(1, s + (g0 + g) * ld, ld, n, mx + g, part + g); break;
+            case 2: softmax_weights(2, s + (g0 + g) * ld, ld, n, mx + g, part + g); break;
+            case 3: softmax_weights(3, s + (g0 + g) * ld, ld, n, mx + g, part + g); break;
+            default: break;
+            }
         }
+        const __m512 vsums = sum_each(part, gb);
         const __mmask16 kb = tail_mask(gb);
         if (!changed) { /* every alpha is exp(0) = 1 */
             _mm512_mask_storeu_ps(alpha + g0, kb, _mm512_set1_ps(1.0f));
