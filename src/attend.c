@@ -58,13 +58,23 @@ static void quantise_query16(const ifa__problem *pb, const float *qp, float *qsc
         /* max |q'| as the largest of the bit patterns without the sign: an integer reduction,
          * which the compiler vectorises on every ISA (a float max with NaN rules does not); a
          * pattern at or above that of +inf means an Inf or a NaN. */
-        uint32_t amax_bits = 0;
-        for (int64_t d = 0; d < D; d++) {
+        uint32_t part[8] = {0}; /* eight running maxima, not one chain of D dependent steps */
+        int64_t e = 0;
+        for (; e + 8 <= D; e += 8)
+            for (int j = 0; j < 8; j++) {
+                uint32_t bits;
+                memcpy(&bits, qg + e + j, sizeof bits);
+                bits &= 0x7FFFFFFFu;
+                part[j] = bits > part[j] ? bits : part[j];
+            }
+        for (; e < D; e++) {
             uint32_t bits;
-            memcpy(&bits, qg + d, sizeof bits);
+            memcpy(&bits, qg + e, sizeof bits);
             bits &= 0x7FFFFFFFu;
-            amax_bits = bits > amax_bits ? bits : amax_bits;
+            part[0] = bits > part[0] ? bits : part[0];
         }
+        uint32_t amax_bits = 0;
+        for (int j = 0; j < 8; j++) amax_bits = part[j] > amax_bits ? part[j] : amax_bits;
         if (amax_bits >= 0x7F800000u) {
             qscale[0] = -1.0f;
             return;
@@ -145,15 +155,16 @@ static float score_scale(const ifa__problem *pb) {
     return pb->full_quant ? pb->scale * pb->dequant_scale1 : pb->scale;
 }
 
-/* sum_d x[d] * y[d] (y NULL: sum_d x[d]) in double, over four chains: one serial chain of D
- * dependent double additions took a quarter of a short int8 call. */
+/* sum_d x[d] * y[d] (y NULL: sum_d x[d]) in double, over eight chains: one serial chain of D
+ * dependent double additions took a quarter of a short int8 call, and four chains (two vectors
+ * of two doubles on the baseline ISA) still waited on the adds' latency. */
 static double sum_products(const float *x, const float *y, int64_t D) {
-    double acc[4] = {0.0, 0.0, 0.0, 0.0};
+    double acc[8] = {0.0};
     int64_t d = 0;
-    for (; d + 4 <= D; d += 4)
-        for (int k = 0; k < 4; k++) acc[k] += (double)x[d + k] * (y ? (double)y[d + k] : 1.0);
+    for (; d + 8 <= D; d += 8)
+        for (int k = 0; k < 8; k++) acc[k] += (double)x[d + k] * (y ? (double)y[d + k] : 1.0);
     for (; d < D; d++) acc[0] += (double)x[d] * (y ? (double)y[d] : 1.0);
-    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
 /* q' and the key bias of the tile (see the file comment). The score scale is folded into q'
