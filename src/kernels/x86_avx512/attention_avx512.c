@@ -544,7 +544,6 @@ IFA__INLINE int pv_pairs_weights(const int form, const float *pg, int64_t n, uin
     return 1;
 }
 
-/* Heads in blocks of 4; the prefetch list is spread over the row pairs of every slice and block. */
 /* One block of gb <= 4 heads starting at head g0: their 16-bit weights, then all slices of D. */
 IFA__INLINE void pv_pairs_block(const int form, const float *p, int64_t ld, int64_t g0, int64_t gb, int64_t D,
                                 const void *const *v, int64_t n, float *acc, ifa__prefetch_stream *ps,
@@ -562,6 +561,7 @@ IFA__INLINE void pv_pairs_block(const int form, const float *p, int64_t ld, int6
     }
 }
 
+/* Heads in blocks of 4; the prefetch list is spread over the row pairs of every slice and block. */
 IFA__INLINE void pv_pairs_g(const int form, const float *p, int64_t ld, const int64_t G, const int64_t D,
                             const void *const *v, int64_t n, float *acc, const void *const *prefetch,
                             int64_t n_prefetch) {
@@ -640,9 +640,9 @@ IFA__INLINE __m512 exp16(__m512 x) {
 }
 
 /* Lane g of the result = the sum of the 16 lanes of v[g], g < count <= 16 (the other lanes 0):
- * the qk kernels' transpose-add trees, which reduce four vectors in 9 operations and sixteen
- * in 43, where one horizontal sum per vector takes about 8 dependent ones plus the insertion of
- * its lane. v[count..] are overwritten with zeros. */
+ * the qk kernels' transpose-add trees and one permute, 14 operations for four vectors and 46 for
+ * sixteen, where one horizontal sum per vector takes about 8 dependent ones plus the insertion of
+ * its lane. v[count..] up to a multiple of 4 are overwritten with zeros. */
 IFA__INLINE __m512 sum_each(__m512 *v, int64_t count) {
     const int64_t padded = (count + 3) & ~(int64_t)3;
     for (int64_t g = count; g < padded; g++) v[g] = _mm512_setzero_ps();
