@@ -704,7 +704,7 @@ IFA__INLINE void softmax_weights(const int R, float *s, int64_t ld, int64_t n, c
  * time in straight-line code (softmax_weights), the sums are reduced together (sum_each), and
  * the alphas of the block are one vector exp, or none when no head's maximum moved. Measured in
  * L1 on 16-row windows, each of the last three steps took time off: 1-4% of a whole call at
- * G = 4 for the alphas; 16-22% of the softmax's own time for the four-head exps and the joint
+ * G = 4 for the alphas; 15-23% of the softmax's own time for the four-head exps and the joint
  * sum together (G = 4, 7, 8). */
 static void softmax_avx512(float *s, int64_t ld, int64_t G, int64_t n, float *m, float *l, float *alpha) {
     for (int64_t g0 = 0; g0 < G; g0 += 16) {
