@@ -697,6 +697,29 @@ IFA__INLINE void softmax_weights(const int R, float *s, int64_t ld, int64_t n, c
     for (int j = 0; j < R; j++) part[j] = vsum[j];
 }
 
+/* softmax_weights16 (short_rows, n <= 16) or softmax_weights, for R heads starting at head g. */
+IFA__INLINE void softmax_weights_at(const int short_rows, const int R, float *s, int64_t ld, int64_t n, int64_t g,
+                                    const float *mx, __m512 *part) {
+    if (short_rows)
+        softmax_weights16(R, s + g * ld, ld, n, mx + g, part + g);
+    else
+        softmax_weights(R, s + g * ld, ld, n, mx + g, part + g);
+}
+
+/* The weights of count <= 16 heads, four at a time; short_rows is a constant at both call sites,
+ * so each gets its own straight-line copy. */
+IFA__INLINE void softmax_weights_heads(const int short_rows, float *s, int64_t ld, int64_t n, int64_t count,
+                                       const float *mx, __m512 *part) {
+    int64_t g = 0;
+    for (; g + 4 <= count; g += 4) softmax_weights_at(short_rows, 4, s, ld, n, g, mx, part);
+    switch (count - g) {
+    case 1: softmax_weights_at(short_rows, 1, s, ld, n, g, mx, part); break;
+    case 2: softmax_weights_at(short_rows, 2, s, ld, n, g, mx, part); break;
+    case 3: softmax_weights_at(short_rows, 3, s, ld, n, g, mx, part); break;
+    default: break;
+    }
+}
+
 /* The heads go in blocks of up to 16, each phase over every head of the block before the next
  * phase: a head's steps form one long dependent chain (a reduction, the exp polynomial, another
  * reduction), and a window has only 16 to 32 scores per head, so one head at a time leaves the
@@ -735,24 +758,10 @@ static void softmax_avx512(float *s, int64_t ld, int64_t G, int64_t n, float *m,
             vmxs = _mm512_mask_mov_ps(vmxs, (__mmask16)(1u << g), _mm512_set1_ps(mx[g]));
         }
         __m512 part[16]; /* head g's weights summed lane-wise; reduced together below */
-        int64_t g = 0;
-        if (n <= 16) { /* one vector per head (16-row windows): straight-line code */
-            for (; g + 4 <= gb; g += 4) softmax_weights16(4, s + (g0 + g) * ld, ld, n, mx + g, part + g);
-            switch (gb - g) {
-            case 1: softmax_weights16(1, s + (g0 + g) * ld, ld, n, mx + g, part + g); break;
-            case 2: softmax_weights16(2, s + (g0 + g) * ld, ld, n, mx + g, part + g); break;
-            case 3: softmax_weights16(3, s + (g0 + g) * ld, ld, n, mx + g, part + g); break;
-            default: break;
-            }
-        } else {
-            for (; g + 4 <= gb; g += 4) softmax_weights(4, s + (g0 + g) * ld, ld, n, mx + g, part + g);
-            switch (gb - g) {
-            case 1: softmax_weights(1, s + (g0 + g) * ld, ld, n, mx + g, part + g); break;
-            case 2: softmax_weights(2, s + (g0 + g) * ld, ld, n, mx + g, part + g); break;
-            case 3: softmax_weights(3, s + (g0 + g) * ld, ld, n, mx + g, part + g); break;
-            default: break;
-            }
-        }
+        if (n <= 16) /* one vector per head (16-row windows): straight-line code */
+            softmax_weights_heads(1, s + g0 * ld, ld, n, gb, mx, part);
+        else
+            softmax_weights_heads(0, s + g0 * ld, ld, n, gb, mx, part);
         const __m512 vsums = sum_each(part, gb);
         const __mmask16 kb = tail_mask(gb);
         if (!changed) { /* every alpha is exp(0) = 1 */
