@@ -351,9 +351,8 @@ static int64_t window_tokens(const ifa__problem *pb, int64_t bytes) {
  * When each head's rows lie apart ((blocks, KVN, bs, D) caches), each head reads its own stretch
  * whatever the window, and larger windows halve the per-window work of the kernels and of the
  * bookkeeping: 8 KiB windows, one ahead (the same distance in bytes), 5-15% faster from DRAM
- * (docs/benchmarks.md). */
-/* Returns whether the heads of a token sit side by side (the strides are those of every window
- * of the tile: one (batch, head group), one view). */
+ * (docs/benchmarks.md). Returns whether the heads of a token sit side by side (the strides are
+ * those of every window of the tile: one (batch, head group), one view). */
 static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t *window, int64_t *ahead) {
     ifa__kv_cursor cur;
     ifa__kv_cursor_init(&cur, pb, b, h, 0, 0);
@@ -380,9 +379,9 @@ static int64_t prefetch_list(const void *const *rows, int64_t head, int64_t r0, 
  * rows), cut so that each share is one stretch of memory. In a (blocks, bs, KVN*D) cache the
  * heads of a token sit side by side (`side_by_side`, from window_plan), so a share is a run of
  * whole tokens (token-major); when each head's rows lie apart (BNSD, (blocks, KVN, bs, D)), a
- * share is one head's rows. Either way the window is fetched in address order at an even rate of one unit's bytes per unit: measured, with
- * the kernels spreading the lines over their work, 5-17% faster from DRAM than prefetching the
- * next unit's rows, 2 KiB apart (docs/benchmarks.md). Returns the number of K rows in pk (and V
+ * share is one head's rows. Either way the window is fetched in address order at an even rate
+ * of one unit's bytes per unit: measured, with the kernels spreading the lines over their work,
+ * 5-17% faster from DRAM than prefetching the next unit's rows, 2 KiB apart (docs/benchmarks.md). Returns the number of K rows in pk (and V
  * rows in pv: the same number). */
 static int64_t window_prefetch(const rows_unit *ahead, int64_t nh, int64_t i, int side_by_side, const void **pk,
                                const void **pv) {
