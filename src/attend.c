@@ -282,8 +282,11 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
 }
 
 /* How far ahead the kernels prefetch (see ifa__attend_tile): windows for the forms whose heads
- * share pages (window_plan picks 1 or 2), units for the sparse form. */
-#define IFA__MAX_PREFETCH_WINDOWS 2
+ * share pages, units for the sparse form. One window is the shortest distance a token-major
+ * share allows (window_prefetch), and measured the best: with two windows ahead, 128 KiB of K and
+ * V in a (blocks, bs, KVN*D) cache, the rows left the 48 KiB L1 before their turn came, and
+ * calls were 2-4% slower (B = 1, L = 512: 7-11%; docs/benchmarks.md). */
+#define IFA__PREFETCH_WINDOWS 1
 #ifndef IFA__PREFETCH_UNITS
 #define IFA__PREFETCH_UNITS 2
 #endif
@@ -343,22 +346,20 @@ static int64_t window_tokens(const ifa__problem *pb, int64_t bytes) {
     return w / 16 * 16;
 }
 
-/* Window size and prefetch distance of a tile whose heads share pages. A window is visited for
- * all the heads of the tile in turn. When the heads of a token sit side by side ((blocks, bs,
- * KVN*D) caches), a small window means the heads of the same few tokens, one short contiguous
- * stretch of the page, are read close together in time: 4 KiB windows, two ahead (measured,
- * 16-row windows read fp16 caches about 20% faster than 64-row ones, and 8 KiB windows 7% slower).
- * When each head's rows lie apart ((blocks, KVN, bs, D) caches), each head reads its own stretch
- * whatever the window, and larger windows halve the per-window work of the kernels and of the
- * bookkeeping: 8 KiB windows, one ahead (the same distance in bytes), 5-15% faster from DRAM
- * (docs/benchmarks.md). Returns whether the heads of a token sit side by side (the strides are
- * those of every window of the tile: one (batch, head group), one view). */
-static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t *window, int64_t *ahead) {
+/* Window size of a tile whose heads share pages. A window is visited for all the heads of the
+ * tile in turn. When the heads of a token sit side by side ((blocks, bs, KVN*D) caches), a small
+ * window means the heads of the same few tokens, one short contiguous stretch of the page, are
+ * read close together in time: 4 KiB windows (measured, 16-row windows read fp16 caches about 20%
+ * faster than 64-row ones, and 8 KiB windows 7% slower). When each head's rows lie apart ((blocks,
+ * KVN, bs, D) caches), each head reads its own stretch whatever the window, and larger windows
+ * halve the per-window work of the kernels and of the bookkeeping: 8 KiB windows, 5-15% faster
+ * from DRAM (docs/benchmarks.md). Returns whether the heads of a token sit side by side (the
+ * strides are those of every window of the tile: one (batch, head group), one view). */
+static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t *window) {
     ifa__kv_cursor cur;
     ifa__kv_cursor_init(&cur, pb, b, h, 0, 0);
     const int side_by_side = cur.k.s_head == pb->D && cur.v.s_head == pb->D;
     *window = window_tokens(pb, side_by_side ? 4096 : 8192);
-    *ahead = side_by_side ? 2 : 1;
     return side_by_side;
 }
 
@@ -375,14 +376,14 @@ static int64_t prefetch_list(const void *const *rows, int64_t head, int64_t r0, 
 }
 
 /* The rows unit (window w, head i) prefetches, for the forms whose heads share pages: the i-th of
- * nh shares of the rows of all nh heads of the window window_plan prefetches (`ahead`, head h0's
- * rows), cut so that each share is one stretch of memory. In a (blocks, bs, KVN*D) cache the
+ * nh shares of the rows of all nh heads of the window IFA__PREFETCH_WINDOWS ahead (`ahead`, head
+ * h0's rows), cut so that each share is one stretch of memory. In a (blocks, bs, KVN*D) cache the
  * heads of a token sit side by side (`side_by_side`, from window_plan), so a share is a run of
  * whole tokens (token-major); when each head's rows lie apart (BNSD, (blocks, KVN, bs, D)), a
  * share is one head's rows. Either way the window is fetched in address order at an even rate
  * of one unit's bytes per unit: measured, with the kernels spreading the lines over their work,
- * 5-17% faster from DRAM than prefetching the next unit's rows, 2 KiB apart (docs/benchmarks.md). Returns the number of K rows in pk (and V
- * rows in pv: the same number). */
+ * 5-17% faster from DRAM than prefetching the next unit's rows, 2 KiB apart (docs/benchmarks.md).
+ * Returns the number of K rows in pk (and V rows in pv: the same number). */
 static int64_t window_prefetch(const rows_unit *ahead, int64_t nh, int64_t i, int side_by_side, const void **pk,
                                const void **pv) {
     if (ahead == NULL || ahead->k_d != 1 || ahead->v_d != 1 || ahead->n == 0) return 0;
@@ -474,11 +475,11 @@ static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, const 
  * A ring holds the windows from the current one to the one being prefetched. */
 static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1) {
     const ifa__problem *pb = c->pb;
-    int64_t window, dist;
-    const int side_by_side = window_plan(pb, c->b, c->h0, &window, &dist);
-    const int64_t windows = ifa__ceil_div(t1 - t0, window);
-    const int64_t ring = dist + 1, row_bytes = pb->D * pb->elem_size;
-    rows_unit win[IFA__MAX_PREFETCH_WINDOWS + 1], unit;
+    const int64_t dist = IFA__PREFETCH_WINDOWS, ring = IFA__PREFETCH_WINDOWS + 1;
+    int64_t window;
+    const int side_by_side = window_plan(pb, c->b, c->h0, &window);
+    const int64_t windows = ifa__ceil_div(t1 - t0, window), row_bytes = pb->D * pb->elem_size;
+    rows_unit win[IFA__PREFETCH_WINDOWS + 1], unit;
     const void *pk[IFA__MAX_PREFETCH_ROWS], *pv[IFA__MAX_PREFETCH_ROWS];
     for (int64_t w = 0; w < windows && w < dist; w++) {
         gather_rows(pb, c->b, c->h0, t0 + w * window, ifa__min64(t0 + (w + 1) * window, t1), &win[w]);
