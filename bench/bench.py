@@ -2,7 +2,8 @@
 """Benchmark of custom_ops.incre_flash_attention_v5 against torch, on real model shapes.
 
 For every shape of the grid (model heads, batch B, KV length L, block size, KV dtype, dense or sparse
-page selection) the script times, in the same run and with their repetitions interleaved:
+page selection) the script times, in the same run and with their repetitions interleaved (ifa a
+few calls per round, as its calls are far shorter than torch's; see measure):
 
   ifa            custom_ops.incre_flash_attention_v5 on the paged KV cache (block_table, and for
                  sparse shapes block_position in the form of SPEC.md 4.4);
@@ -235,6 +236,10 @@ def release_freed_memory():
         pass
 
 
+# Most ifa calls per round of measure() (each torch job runs once per round).
+IFA_CALLS_PER_ROUND = 8
+
+
 def timed(fn):
     t0 = time.perf_counter()
     fn()
@@ -407,17 +412,27 @@ class Case:
 
 
 def measure(case, args, with_torch):
-    """Interleaved repetitions of the jobs; best and median time of each, in seconds."""
+    """Interleaved repetitions of the jobs; best and median time of each, in seconds.
+
+    A round runs each torch job once and ifa `per_round` times in a row. torch's jobs take 10 to
+    100 times longer than ifa's, so with one ifa call per round a shape whose torch jobs take half
+    a second left ifa three or four calls within the budget: a best of three on a host whose speed
+    swings by up to 2x, where shapes with fast torch jobs got up to --max-reps. Measured, that alone
+    put int8 shapes 10-20% below the C program (docs/benchmarks.md). per_round aims at ifa taking
+    about a twentieth of a round (at most IFA_CALLS_PER_ROUND calls), so every shape gets many."""
     jobs = [("ifa", case.run_ifa)]
     if with_torch:
         jobs += [("torch_gather", case.run_torch_gather), ("torch_contig", case.run_torch_contig)]
     times = {name: [] for name, _ in jobs}
-    for name, fn in jobs:  # warm-up: one call of each
-        fn(0)
-    start, rep = time.perf_counter(), 0
+    first = {name: timed(lambda: fn(0)) for name, fn in jobs}  # warm-up: one call of each
+    torch_round = sum(t for name, t in first.items() if name != "ifa")
+    per_round = max(1, min(IFA_CALLS_PER_ROUND, int(torch_round / max(first["ifa"], 1e-6) / 20)))
+    start, rep, calls = time.perf_counter(), 0, 0
     while rep < args.max_reps:
         for name, fn in jobs:
-            times[name].append(timed(lambda: fn(rep + 1)))
+            for _ in range(per_round if name == "ifa" else 1):
+                calls += 1
+                times[name].append(timed(lambda: fn(calls)))
         rep += 1
         if rep >= args.min_reps and time.perf_counter() - start > args.budget:
             break
