@@ -141,19 +141,30 @@ typedef struct ifa__kernel_table {
  * and 1/32 of the pages), while the same order cost 7-13% on runs of memory (docs/kernels.md). */
 typedef struct ifa__prefetch_stream {
     const void *const *rows;
-    int64_t n, row_bytes, r, off;
+    int64_t n;
+    int64_t span; /* bytes of each row's lines, from the line the row starts in */
+    int64_t r, off;
     int across; /* 1: line `off` of every row before the next line */
 } ifa__prefetch_stream;
 
+/* A row that does not start on a line boundary (a tensor of numpy's, 16-byte aligned, or an odd
+ * D) touches one line more than row_bytes / 64, its last: without that line, every strided row
+ * of the sparse 3-D form cost a demand miss, and those calls ran at half speed. Rows share the
+ * alignment of the first when row_bytes is a multiple of 64 (their distances are multiples of a
+ * row), so the first row and row_bytes decide; with an odd D a row may get one line past its
+ * end, which a prefetch may touch (it never faults). */
 static inline ifa__prefetch_stream ifa__prefetch_begin(const void *const *rows, int64_t n, int64_t row_bytes) {
-    ifa__prefetch_stream s = {rows, rows != 0 ? n : 0, row_bytes, 0, 0, 0};
+    ifa__prefetch_stream s = {rows, rows != 0 ? n : 0, 0, 0, 0, 0};
+    if (s.n == 0) return s;
+    const int misaligned = (((uintptr_t)rows[0] | (uintptr_t)row_bytes) & 63) != 0;
+    s.span = (row_bytes + (misaligned ? 63 : 0) + 63) / 64 * 64;
     s.across = s.n >= 2 && (const char *)rows[1] != (const char *)rows[0] + row_bytes;
     return s;
 }
 
-/* Lines of the whole list (rows of row_bytes, each rounded up to whole lines). */
+/* Lines of the whole list. */
 static inline int64_t ifa__prefetch_lines(const ifa__prefetch_stream *s) {
-    return s->n * ((s->row_bytes + 63) / 64);
+    return s->n * (s->span / 64);
 }
 
 /* Lines per step that spread the whole list over `steps` steps of a kernel (0 when steps == 0:
@@ -162,12 +173,17 @@ static inline int64_t ifa__prefetch_per_step(const ifa__prefetch_stream *s, int6
     return steps > 0 ? (ifa__prefetch_lines(s) + steps - 1) / steps : 0;
 }
 
+/* The line the stream issues next (s->r < s->n). */
+static inline const void *ifa__prefetch_line(const ifa__prefetch_stream *s) {
+    return (const void *)(((uintptr_t)s->rows[s->r] & ~(uintptr_t)63) + (uintptr_t)s->off);
+}
+
 static inline void ifa__prefetch_next(ifa__prefetch_stream *s, int64_t lines) {
     for (; lines > 0 && s->r < s->n; lines--) {
-        __builtin_prefetch((const char *)s->rows[s->r] + s->off, 0, 3);
+        __builtin_prefetch(ifa__prefetch_line(s), 0, 3);
         if (s->across) {
-            if (++s->r == s->n && (s->off += 64) < s->row_bytes) s->r = 0; /* next line of row 0 */
-        } else if ((s->off += 64) >= s->row_bytes) {
+            if (++s->r == s->n && (s->off += 64) < s->span) s->r = 0; /* next line of row 0 */
+        } else if ((s->off += 64) >= s->span) {
             s->off = 0;
             s->r++;
         }

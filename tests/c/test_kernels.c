@@ -540,6 +540,59 @@ static void test_exp_range(void)
     }
 }
 
+/* The prefetch stream of the kernels (kernels.h), stepped one line at a time: it issues exactly
+ * ifa__prefetch_lines lines, those lines cover every byte of every listed row whatever the rows'
+ * alignment (a row 16 bytes past a line boundary touches one line more), and the order is row
+ * after row for rows that form one run of memory, line 0 of every row first for rows apart. */
+static void test_prefetch_stream(void)
+{
+    static char buf[64 * 1024 + 256];
+    char *const base = (char *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+    static const int64_t aligns[] = { 0, 2, 16, 48 }, sizes[] = { 64, 130, 254, 256, 512 }, counts[] = { 1, 2, 16 };
+    int64_t cases = 0;
+    for (int64_t ai = 0; ai < NELEMS(aligns); ai++)
+        for (int64_t si = 0; si < NELEMS(sizes); si++)
+            for (int64_t ci = 0; ci < NELEMS(counts); ci++)
+                for (int apart = 0; apart < 2; apart++, cases++) {
+                    const int64_t row_bytes = sizes[si], n = counts[ci], stride = apart ? 2048 : row_bytes;
+                    const void *rows[16];
+                    for (int64_t r = 0; r < n; r++) rows[r] = base + aligns[ai] + r * stride;
+                    ifa__prefetch_stream s = ifa__prefetch_begin(rows, n, row_bytes);
+                    const int64_t expect = ifa__prefetch_lines(&s);
+                    uintptr_t lines[16 * 16];
+                    int64_t got = 0;
+                    while (s.r < s.n && got < expect + 1) {
+                        lines[got < 256 ? got : 255] = (uintptr_t)ifa__prefetch_line(&s);
+                        got++;
+                        ifa__prefetch_next(&s, 1);
+                    }
+                    CHECK_MSG(got == expect, "align %lld, %lld bytes, n %lld, apart %d: %lld lines issued, %lld counted",
+                              (long long)aligns[ai], (long long)row_bytes, (long long)n, apart, (long long)got,
+                              (long long)expect);
+                    for (int64_t r = 0; r < n; r++)
+                        for (int64_t b = 0; b < row_bytes; b += 1) {
+                            const uintptr_t want = ((uintptr_t)rows[r] + (uintptr_t)b) & ~(uintptr_t)63;
+                            int found = 0;
+                            for (int64_t k = 0; k < got && !found; k++) found = lines[k] == want;
+                            if (!found) {
+                                CHECK_MSG(0, "align %lld, %lld bytes, n %lld, apart %d: byte %lld of row %lld not prefetched",
+                                          (long long)aligns[ai], (long long)row_bytes, (long long)n, apart,
+                                          (long long)b, (long long)r);
+                                b = row_bytes;
+                                r = n;
+                            }
+                        }
+                    if (n >= 2 && got >= n) {
+                        /* The second line issued: the next line of row 0 for a run, row 1's first for rows apart. */
+                        const uintptr_t row0 = (uintptr_t)rows[0] & ~(uintptr_t)63;
+                        const uintptr_t want = apart ? ((uintptr_t)rows[1] & ~(uintptr_t)63) : row0 + 64;
+                        CHECK_MSG(lines[1] == want, "align %lld, %lld bytes, n %lld, apart %d: second line in the wrong order",
+                                  (long long)aligns[ai], (long long)row_bytes, (long long)n, apart);
+                    }
+                }
+    tst_note("%lld lists", (long long)cases);
+}
+
 int main(int argc, char **argv)
 {
     printf("ISAs available to the library: %s\n", ifa_isa_available());
@@ -552,6 +605,7 @@ int main(int argc, char **argv)
         TST_CASE(test_pv_bf16p_edges),
         TST_CASE(test_softmax),
         TST_CASE(test_exp_range),
+        TST_CASE(test_prefetch_stream),
     };
     return tst_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
