@@ -152,7 +152,9 @@ typedef struct ifa__prefetch_stream {
  * of the sparse 3-D form cost a demand miss, and those calls ran at half speed. Rows share the
  * alignment of the first when row_bytes is a multiple of 64 (their distances are multiples of a
  * row), so the first row and row_bytes decide; with an odd D a row may get one line past its
- * end, which a prefetch may touch (it never faults). */
+ * end, which a prefetch may touch (it never faults). In a run of misaligned rows a row's last
+ * line is the next row's first, so it is issued twice: a prefetch of a line already on its way
+ * costs an instruction, not a read. */
 static inline ifa__prefetch_stream ifa__prefetch_begin(const void *const *rows, int64_t n, int64_t row_bytes) {
     ifa__prefetch_stream s = {rows, rows != 0 ? n : 0, 0, 0, 0, 0};
     if (s.n == 0) return s;

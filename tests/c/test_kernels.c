@@ -570,7 +570,7 @@ static void test_prefetch_stream(void)
                               (long long)aligns[ai], (long long)row_bytes, (long long)n, apart, (long long)got,
                               (long long)expect);
                     for (int64_t r = 0; r < n; r++)
-                        for (int64_t b = 0; b < row_bytes; b += 1) {
+                        for (int64_t b = 0; b < row_bytes; b++) {
                             const uintptr_t want = ((uintptr_t)rows[r] + (uintptr_t)b) & ~(uintptr_t)63;
                             int found = 0;
                             for (int64_t k = 0; k < got && !found; k++) found = lines[k] == want;
