@@ -137,7 +137,7 @@ typedef struct ifa__kernel_table {
  * the previous one ends: the shares of a window of attend.c, and any page of a (blocks, KVN, bs,
  * D) cache): then row after row, in address order. When they lie apart (a head's rows of a
  * (blocks, bs, KVN*D) page in the sparse form, 2 KiB apart), line 0 of every row first, then
- * line 1, and so on: measured, 1.08-1.26x faster sparse calls in that cache (two threads, 1/8
+ * line 1, and so on: measured, 1.08-1.29x faster sparse calls in that cache (two threads, 1/8
  * and 1/32 of the pages), while the same order cost 7-13% on runs of memory (docs/kernels.md). */
 typedef struct ifa__prefetch_stream {
     const void *const *rows;
