@@ -236,7 +236,9 @@ def release_freed_memory():
         pass
 
 
-# Most ifa calls per round of measure() (each torch job runs once per round).
+# measure(): the share of a round that ifa's calls aim at, and the most ifa calls per round (each
+# torch job runs once per round).
+IFA_SHARE_OF_ROUND = 1 / 8
 IFA_CALLS_PER_ROUND = 8
 
 
@@ -419,14 +421,15 @@ def measure(case, args, with_torch):
     a second left ifa three or four calls within the budget: a best of three on a host whose speed
     swings by up to 2x, where shapes with fast torch jobs got up to --max-reps. Measured, that alone
     put int8 shapes 10-20% below the C program (docs/benchmarks.md). per_round aims at ifa taking
-    about an eighth of a round (at most IFA_CALLS_PER_ROUND calls), so every shape gets many."""
+    IFA_SHARE_OF_ROUND of a round (at most IFA_CALLS_PER_ROUND calls), so every shape gets many."""
     jobs = [("ifa", case.run_ifa)]
     if with_torch:
         jobs += [("torch_gather", case.run_torch_gather), ("torch_contig", case.run_torch_contig)]
     times = {name: [] for name, _ in jobs}
     first = {name: timed(lambda: fn(0)) for name, fn in jobs}  # warm-up: one call of each
     torch_round = sum(t for name, t in first.items() if name != "ifa")
-    per_round = max(1, min(IFA_CALLS_PER_ROUND, int(torch_round / max(first["ifa"], 1e-6) / 8)))
+    per_round = int(IFA_SHARE_OF_ROUND * torch_round / max(first["ifa"], 1e-6))
+    per_round = max(1, min(IFA_CALLS_PER_ROUND, per_round))
     start, rep, calls = time.perf_counter(), 0, 0
     while rep < args.max_reps:
         for name, fn in jobs:
