@@ -540,6 +540,24 @@ static void test_exp_range(void)
     }
 }
 
+/* The first byte of rows[0..n) (row_bytes each) that is in none of lines[0..count), its row in
+ * *row; -1 when every byte is in one of them. */
+static int64_t first_unlisted_byte(const void *const *rows, int64_t n, int64_t row_bytes, const uintptr_t *lines,
+                                   int64_t count, int64_t *row)
+{
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t b = 0; b < row_bytes; b++) {
+            const uintptr_t want = ((uintptr_t)rows[r] + (uintptr_t)b) & ~(uintptr_t)63;
+            int found = 0;
+            for (int64_t k = 0; k < count && !found; k++) found = lines[k] == want;
+            if (!found) {
+                *row = r;
+                return b;
+            }
+        }
+    return -1;
+}
+
 /* The prefetch stream of the kernels (kernels.h), stepped one line at a time: it issues exactly
  * ifa__prefetch_lines lines, those lines cover every byte of every listed row whatever the rows'
  * alignment (a row 16 bytes past a line boundary touches one line more), and the order is row
@@ -569,19 +587,11 @@ static void test_prefetch_stream(void)
                     CHECK_MSG(got == expect, "align %lld, %lld bytes, n %lld, apart %d: %lld lines issued, %lld counted",
                               (long long)aligns[ai], (long long)row_bytes, (long long)n, apart, (long long)got,
                               (long long)expect);
-                    for (int64_t r = 0; r < n; r++)
-                        for (int64_t b = 0; b < row_bytes; b++) {
-                            const uintptr_t want = ((uintptr_t)rows[r] + (uintptr_t)b) & ~(uintptr_t)63;
-                            int found = 0;
-                            for (int64_t k = 0; k < got && !found; k++) found = lines[k] == want;
-                            if (!found) {
-                                CHECK_MSG(0, "align %lld, %lld bytes, n %lld, apart %d: byte %lld of row %lld not prefetched",
-                                          (long long)aligns[ai], (long long)row_bytes, (long long)n, apart,
-                                          (long long)b, (long long)r);
-                                b = row_bytes;
-                                r = n;
-                            }
-                        }
+                    int64_t row = 0;
+                    const int64_t byte = first_unlisted_byte(rows, n, row_bytes, lines, got, &row);
+                    CHECK_MSG(byte < 0, "align %lld, %lld bytes, n %lld, apart %d: byte %lld of row %lld not prefetched",
+                              (long long)aligns[ai], (long long)row_bytes, (long long)n, apart, (long long)byte,
+                              (long long)row);
                     if (n >= 2 && got >= n) {
                         /* The second line issued: the next line of row 0 for a run, row 1's first for rows apart. */
                         const uintptr_t row0 = (uintptr_t)rows[0] & ~(uintptr_t)63;
