@@ -37,8 +37,8 @@ typedef struct ifa__pool {
     size_t n;
     int active_workers; /* workers with index < this take part */
     atomic_size_t next;
-    size_t done;
-    int participants;
+    atomic_size_t done;      /* items finished; polled without the mutex by the caller's join */
+    atomic_int participants; /* changed under mutex; polled likewise */
 } ifa__pool;
 
 static ifa__pool pool = {
@@ -89,6 +89,12 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 /* Polls for a generation other than `seen` for up to spin_ns(); returns whether one came. */
 static int spin_for_job(unsigned long seen) {
     const uint64_t limit = spin_ns();
@@ -97,9 +103,26 @@ static int spin_for_job(unsigned long seen) {
     for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&pool.generation, memory_order_acquire) != seen) return 1;
         if ((i & 255) == 0 && now_ns() - start > limit) return 0;
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
+        cpu_relax();
+    }
+}
+
+/* The caller's side of the join: polls for up to spin_ns() until all n items have finished and
+ * every participant has left. When the caller runs out of items first, what remains is a
+ * worker's last item; sleeping on the condition variable instead costs the caller a wake-up
+ * after that item ends (on this VM 7 us for the worker's signal and about 18 us until the
+ * halted virtual CPU runs again). The caller re-checks under the mutex afterwards, so this only
+ * decides when it goes to sleep. */
+static void spin_for_finish(size_t n) {
+    const uint64_t limit = spin_ns();
+    if (limit == 0) return;
+    const uint64_t start = now_ns();
+    for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&pool.done, memory_order_acquire) >= n &&
+            atomic_load_explicit(&pool.participants, memory_order_acquire) == 0)
+            return;
+        if ((i & 255) == 0 && now_ns() - start > limit) return;
+        cpu_relax();
     }
 }
 
@@ -177,9 +200,10 @@ void ifa__parallel_for(size_t n, ifa__parallel_fn fn, void *ctx, int max_threads
     pthread_mutex_unlock(&pool.mutex);
 
     const size_t ran = run_items(fn, ctx, n, 0);
+    atomic_fetch_add(&pool.done, ran);
+    spin_for_finish(n);
 
     pthread_mutex_lock(&pool.mutex);
-    pool.done += ran;
     while (pool.done < n || pool.participants > 0) pthread_cond_wait(&pool.finished, &pool.mutex);
     pthread_mutex_unlock(&pool.mutex);
     pthread_mutex_unlock(&pool.caller);
