@@ -26,6 +26,14 @@
  * parallelism gains. */
 #define IFA__MIN_CHUNK_TOKENS 512
 
+/* Chunks beyond one per thread only from this many tokens each. Every chunk starts cold: its
+ * first window is fetched in one burst that nothing overlaps, which cost about 5 us per chunk
+ * (B = 1, L = 4K, int8: eight chunks of 512 tokens took 0.26 ms, two of 2048 0.22 ms). Measured
+ * with two threads, B = 1, L = 4K, two chunks against eight: int8 1.20x, Llama-3-70B 1.09x,
+ * Qwen2.5-7B 1.11x, block 16 1.14x, Llama-3-8B fp16 and bf16 equal; a sparse selection whose
+ * L is 4K (1/8 of 32K) 1.02-1.08x; L = 32K equal (docs/benchmarks.md). */
+#define IFA__EXTRA_CHUNK_TOKENS 2048
+
 /* Below this many bytes of K and V in a whole call, waking a second thread costs more than it
  * saves (a wake-up is a few microseconds; 256 KiB is about ten of them at memory speed). */
 #define IFA__MIN_PARALLEL_BYTES (256 * 1024)
@@ -82,7 +90,9 @@ ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num
      * quantises p against the global maximum of each (b, h) (attend.c), which a chunk of the
      * token range cannot know: no split there. */
     if (num_threads > 1 && pb->B * c.groups < 4 * (int64_t)num_threads && !pb->full_quant) {
+        const int64_t one_per_thread = ifa__ceil_div(num_threads, pb->B * c.groups);
         c.splits = ifa__ceil_div(4 * (int64_t)num_threads, pb->B * c.groups);
+        c.splits = ifa__min64(c.splits, ifa__max64(one_per_thread, pb->max_len / IFA__EXTRA_CHUNK_TOKENS));
         c.splits = ifa__min64(c.splits, ifa__max64(1, pb->max_len / IFA__MIN_CHUNK_TOKENS));
     }
     /* Still fewer tiles than threads (short or fully quantised calls): smaller head groups. Only
