@@ -27,7 +27,7 @@
 #define IFA__MIN_CHUNK_TOKENS 512
 
 /* Chunks beyond one per thread only from this many tokens each. Every chunk starts cold: its
- * first window is fetched in one burst that nothing overlaps, which cost about 5 us per chunk
+ * first window is fetched in one burst that nothing overlaps, which cost about 7 us per chunk
  * (B = 1, L = 4K, int8: eight chunks of 512 tokens took 0.26 ms, two of 2048 0.22 ms). Measured
  * with two threads, B = 1, L = 4K, two chunks against eight: int8 1.20x, Llama-3-70B 1.09x,
  * Qwen2.5-7B 1.11x, block 16 1.14x, Llama-3-8B fp16 and bf16 equal; a sparse selection whose
