@@ -287,6 +287,10 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
  * V in a (blocks, bs, KVN*D) cache, the rows left the 48 KiB L1 before their turn came, and
  * calls were 2-4% slower (B = 1, L = 512: 7-11%; docs/benchmarks.md). */
 #define IFA__PREFETCH_WINDOWS 1
+
+/* Bytes of K rows of all heads of a side-by-side window, before the per-head minimum
+ * (window_plan). */
+#define IFA__WINDOW_BYTES 32768
 #ifndef IFA__PREFETCH_UNITS
 #define IFA__PREFETCH_UNITS 2
 #endif
@@ -346,20 +350,30 @@ static int64_t window_tokens(const ifa__problem *pb, int64_t bytes) {
     return w / 16 * 16;
 }
 
-/* Window size of a tile whose heads share pages. A window is visited for all the heads of the
- * tile in turn. When the heads of a token sit side by side ((blocks, bs, KVN*D) caches), a small
- * window means the heads of the same few tokens, one short contiguous stretch of the page, are
- * read close together in time: 4 KiB windows (measured, 16-row windows read fp16 caches about 20%
- * faster than 64-row ones, and 8 KiB windows 7% slower). When each head's rows lie apart ((blocks,
- * KVN, bs, D) caches), each head reads its own stretch whatever the window, and larger windows
- * halve the per-window work of the kernels and of the bookkeeping: 8 KiB windows, 5-15% faster
- * from DRAM (docs/benchmarks.md). Returns whether the heads of a token sit side by side (the
- * strides are those of every window of the tile: one (batch, head group), one view). */
-static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t *window) {
+/* Window size of a tile whose heads share pages. A window is visited for all the nh heads of the
+ * tile in turn while the window ahead is prefetched, so the rows of both compete for the L1.
+ *
+ * When the heads of a token sit side by side ((blocks, bs, KVN*D) caches), a small window means
+ * the heads of the same few tokens, one short contiguous stretch of the page, are read close
+ * together in time. A window holds 32 KiB of K rows (and as much V) over the nh heads, and at
+ * least 4 KiB of each head's (16 rows of float16 at D = 128): with 8 heads, 16-row windows read
+ * fp16 caches about 20% faster than 64-row ones, and 8 KiB windows 7% slower; with 4 heads
+ * (Qwen2.5-7B), 8 KiB windows 1.08-1.10x faster than 4 KiB. Calls with more arithmetic per row
+ * (`heavy`: G > 4 on float32 FMAs or on int8's integer products) take at least 8 KiB whatever
+ * nh: Llama-3-70B (8 heads, G = 8) 1.11-1.15x fp16, 1.10x int8, 1.06x at block 16; its bfloat16
+ * path with VDPBF16PS (twice the rate) read 0.96x so, and keeps 4 KiB (docs/benchmarks.md).
+ *
+ * When each head's rows lie apart ((blocks, KVN, bs, D) caches), each head reads its own stretch
+ * whatever the window, and larger windows halve the per-window work of the kernels and of the
+ * bookkeeping: 8 KiB windows, 5-15% faster from DRAM (docs/benchmarks.md). Returns whether the
+ * heads of a token sit side by side (the strides are those of every window of the tile: one
+ * (batch, head group), one view). */
+static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t nh, int heavy, int64_t *window) {
     ifa__kv_cursor cur;
     ifa__kv_cursor_init(&cur, pb, b, h, 0, 0);
     const int side_by_side = cur.k.s_head == pb->D && cur.v.s_head == pb->D;
-    *window = window_tokens(pb, side_by_side ? 4096 : 8192);
+    const int64_t per_head = ifa__max64(heavy ? 8192 : 4096, IFA__WINDOW_BYTES / ifa__max64(1, nh));
+    *window = window_tokens(pb, side_by_side ? per_head : 8192);
     return side_by_side;
 }
 
@@ -477,7 +491,8 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
     const ifa__problem *pb = c->pb;
     const int64_t dist = IFA__PREFETCH_WINDOWS, ring = IFA__PREFETCH_WINDOWS + 1;
     int64_t window;
-    const int side_by_side = window_plan(pb, c->b, c->h0, &window);
+    const int heavy = pb->G > 4 && !(c->kind == IFA__KV_BF16 && c->rounded && c->pv_bf16);
+    const int side_by_side = window_plan(pb, c->b, c->h0, nh, heavy, &window);
     const int64_t windows = ifa__ceil_div(t1 - t0, window), row_bytes = pb->D * pb->elem_size;
     rows_unit win[IFA__PREFETCH_WINDOWS + 1], unit;
     const void *pk[IFA__MAX_PREFETCH_ROWS], *pv[IFA__MAX_PREFETCH_ROWS];
