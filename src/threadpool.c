@@ -60,11 +60,12 @@ static size_t run_items(ifa__parallel_fn fn, void *ctx, size_t n, int thread) {
     return ran;
 }
 
-/* How long a worker keeps polling for the next job before it sleeps, by default. Decode calls
- * come back to back (one per layer), and waking a sleeping thread costs from microseconds up to a
- * scheduler tick on a busy machine, longer than a short call itself; polling for a while keeps
- * the worker ready without burning a core forever between bursts. IFA_SPIN_US overrides it (0:
- * sleep at once, for processes whose other threads need the cores right after a call). */
+/* How long a worker keeps polling for the next job before it sleeps, and the caller for the end
+ * of a loop, by default. Decode calls come back to back (one per layer), and waking a sleeping
+ * thread costs from microseconds up to a scheduler tick on a busy machine, longer than a short
+ * call itself; polling for a while keeps the worker ready without burning a core forever between
+ * bursts. IFA_SPIN_US overrides it (0: sleep at once, for processes whose other threads need the
+ * cores right after a call). */
 #define IFA__SPIN_NS_DEFAULT 100000
 
 static uint64_t spin_ns(void) {
@@ -89,41 +90,34 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-/* Polls for a generation other than `seen` for up to spin_ns(); returns whether one came. */
-static int spin_for_job(unsigned long seen) {
+/* Polls ready(arg) for up to spin_ns(); returns whether it became true. */
+static int poll_for(int (*ready)(const void *arg), const void *arg) {
     const uint64_t limit = spin_ns();
     if (limit == 0) return 0;
     const uint64_t start = now_ns();
     for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(&pool.generation, memory_order_acquire) != seen) return 1;
+        if (ready(arg)) return 1;
         if ((i & 255) == 0 && now_ns() - start > limit) return 0;
-        cpu_relax();
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
     }
 }
 
-/* The caller's side of the join: polls for up to spin_ns() until all n items have finished and
- * every participant has left. When the caller runs out of items first, what remains is a
- * worker's last item; sleeping on the condition variable instead costs the caller a wake-up
- * after that item ends (on this VM 7 us for the worker's signal and about 18 us until the
- * halted virtual CPU runs again). The caller re-checks under the mutex afterwards, so this only
- * decides when it goes to sleep. */
-static void spin_for_finish(size_t n) {
-    const uint64_t limit = spin_ns();
-    if (limit == 0) return;
-    const uint64_t start = now_ns();
-    for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(&pool.done, memory_order_acquire) >= n &&
-            atomic_load_explicit(&pool.participants, memory_order_acquire) == 0)
-            return;
-        if ((i & 255) == 0 && now_ns() - start > limit) return;
-        cpu_relax();
-    }
+/* A worker's wait: a generation other than *seen has been published. */
+static int job_published(const void *seen) {
+    return atomic_load_explicit(&pool.generation, memory_order_acquire) != *(const unsigned long *)seen;
+}
+
+/* The caller's side of the join: all *n items have finished and every participant has left.
+ * When the caller runs out of items first, what remains is a worker's last item; sleeping on the
+ * condition variable at once cost the caller a wake-up after that item ended (on this VM 7 us
+ * for the worker's signal and about 18 us until the halted virtual CPU runs again), so the
+ * caller polls first. It re-checks under the mutex afterwards: polling only decides when it
+ * goes to sleep. */
+static int loop_finished(const void *n) {
+    return atomic_load_explicit(&pool.done, memory_order_acquire) >= *(const size_t *)n &&
+           atomic_load_explicit(&pool.participants, memory_order_acquire) == 0;
 }
 
 static void *worker_main(void *arg) {
@@ -133,7 +127,7 @@ static void *worker_main(void *arg) {
     for (;;) {
         if (atomic_load(&pool.generation) == seen) {
             pthread_mutex_unlock(&pool.mutex);
-            spin_for_job(seen);
+            poll_for(job_published, &seen);
             pthread_mutex_lock(&pool.mutex);
         }
         while (atomic_load(&pool.generation) == seen) pthread_cond_wait(&pool.wake, &pool.mutex);
@@ -201,7 +195,7 @@ void ifa__parallel_for(size_t n, ifa__parallel_fn fn, void *ctx, int max_threads
 
     const size_t ran = run_items(fn, ctx, n, 0);
     atomic_fetch_add(&pool.done, ran);
-    spin_for_finish(n);
+    poll_for(loop_finished, &n);
 
     pthread_mutex_lock(&pool.mutex);
     while (pool.done < n || pool.participants > 0) pthread_cond_wait(&pool.finished, &pool.mutex);
