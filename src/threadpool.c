@@ -125,12 +125,12 @@ static void *worker_main(void *arg) {
     pthread_mutex_lock(&pool.mutex);
     unsigned long seen = atomic_load(&pool.generation);
     for (;;) {
-        if (atomic_load(&pool.generation) == seen) {
+        if (!job_published(&seen)) {
             pthread_mutex_unlock(&pool.mutex);
             poll_for(job_published, &seen);
             pthread_mutex_lock(&pool.mutex);
         }
-        while (atomic_load(&pool.generation) == seen) pthread_cond_wait(&pool.wake, &pool.mutex);
+        while (!job_published(&seen)) pthread_cond_wait(&pool.wake, &pool.mutex);
         seen = atomic_load(&pool.generation);
         if (index >= pool.active_workers) continue;
         const ifa__parallel_fn fn = pool.fn;
@@ -198,7 +198,7 @@ void ifa__parallel_for(size_t n, ifa__parallel_fn fn, void *ctx, int max_threads
     poll_for(loop_finished, &n);
 
     pthread_mutex_lock(&pool.mutex);
-    while (pool.done < n || pool.participants > 0) pthread_cond_wait(&pool.finished, &pool.mutex);
+    while (!loop_finished(&n)) pthread_cond_wait(&pool.finished, &pool.mutex);
     pthread_mutex_unlock(&pool.mutex);
     pthread_mutex_unlock(&pool.caller);
 }
