@@ -368,12 +368,16 @@ static int64_t window_tokens(const ifa__problem *pb, int64_t bytes) {
  * bookkeeping: 8 KiB windows, 5-15% faster from DRAM (docs/benchmarks.md). Returns whether the
  * heads of a token sit side by side (the strides are those of every window of the tile: one
  * (batch, head group), one view). */
-static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t nh, int heavy, int64_t *window) {
+static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t nh, int heavy, int64_t *window,
+                       int *token_stretches) {
     ifa__kv_cursor cur;
     ifa__kv_cursor_init(&cur, pb, b, h, 0, 0);
     const int side_by_side = cur.k.s_head == pb->D && cur.v.s_head == pb->D;
     const int64_t per_head = ifa__max64(heavy ? 8192 : 4096, IFA__WINDOW_BYTES / ifa__max64(1, nh));
     *window = window_tokens(pb, side_by_side ? per_head : 8192);
+    /* The tile's heads are all the heads of a token (or the rows of one token's heads end where
+     * the next token's begin): window_prefetch lists whole tokens. */
+    *token_stretches = side_by_side && cur.k.s_tok == nh * pb->D && cur.v.s_tok == nh * pb->D;
     return side_by_side;
 }
 
@@ -389,25 +393,42 @@ static int64_t prefetch_list(const void *const *rows, int64_t head, int64_t r0, 
     return n;
 }
 
-/* The rows unit (window w, head i) prefetches, for the forms whose heads share pages: the i-th of
- * nh shares of the rows of all nh heads of the window IFA__PREFETCH_WINDOWS ahead (`ahead`, head
+/* What unit (window w, head i) prefetches, for the forms whose heads share pages: the i-th of nh
+ * shares of the rows of all nh heads of the window IFA__PREFETCH_WINDOWS ahead (`ahead`, head
  * h0's rows), cut so that each share is one stretch of memory. In a (blocks, bs, KVN*D) cache the
  * heads of a token sit side by side (`side_by_side`, from window_plan), so a share is a run of
  * whole tokens (token-major); when each head's rows lie apart (BNSD, (blocks, KVN, bs, D)), a
  * share is one head's rows. Either way the window is fetched in address order at an even rate
  * of one unit's bytes per unit: measured, with the kernels spreading the lines over their work,
  * 5-17% faster from DRAM than prefetching the next unit's rows, 2 KiB apart (docs/benchmarks.md).
- * Returns the number of K rows in pk (and V rows in pv: the same number). */
-static int64_t window_prefetch(const rows_unit *ahead, int64_t nh, int64_t i, int side_by_side, const void **pk,
-                               const void **pv) {
-    if (ahead == NULL || ahead->k_d != 1 || ahead->v_d != 1 || ahead->n == 0) return 0;
-    if (side_by_side) {
+ *
+ * When the rows of the tile's heads of each token lie end to end (`token_stretches`, window_plan),
+ * the lists name one stretch per token, else one per row (kernels.h: 1.01-1.05x). Listing a
+ * head's rows of a 4-D window as one stretch measured 0.96-0.98x, so those stay rows. pk and pv
+ * hold the stretches of K and V (the same count). */
+static void window_prefetch(const rows_unit *ahead, int64_t nh, int64_t i, int side_by_side, int token_stretches,
+                            int64_t row_bytes, const void **pk, const void **pv, ifa__prefetch_list *lk,
+                            ifa__prefetch_list *lv) {
+    *lk = *lv = IFA__NO_PREFETCH;
+    if (ahead == NULL || ahead->k_d != 1 || ahead->v_d != 1 || ahead->n == 0) return;
+    int64_t n, bytes = row_bytes;
+    if (side_by_side && token_stretches) {
+        const int64_t r0 = i * ahead->n / nh, r1 = (i + 1) * ahead->n / nh;
+        for (n = 0; n < r1 - r0; n++) {
+            pk[n] = ahead->k[r0 + n];
+            pv[n] = ahead->v[r0 + n];
+        }
+        bytes = nh * row_bytes;
+    } else if (side_by_side) {
         const int64_t r0 = i * ahead->n / nh, r1 = (i + 1) * ahead->n / nh;
         prefetch_list(ahead->v, ahead->v_head, r0, r1, 0, nh, pv);
-        return prefetch_list(ahead->k, ahead->k_head, r0, r1, 0, nh, pk);
+        n = prefetch_list(ahead->k, ahead->k_head, r0, r1, 0, nh, pk);
+    } else {
+        prefetch_list(ahead->v, ahead->v_head, 0, ahead->n, i, i + 1, pv);
+        n = prefetch_list(ahead->k, ahead->k_head, 0, ahead->n, i, i + 1, pk);
     }
-    prefetch_list(ahead->v, ahead->v_head, 0, ahead->n, i, i + 1, pv);
-    return prefetch_list(ahead->k, ahead->k_head, 0, ahead->n, i, i + 1, pk);
+    *lk = (ifa__prefetch_list){pk, n, bytes};
+    *lv = (ifa__prefetch_list){pv, n, bytes};
 }
 
 /* Every line of the rows of u and of the nh - 1 heads after its head, at once. A tile's first
@@ -437,7 +458,7 @@ static void full_quant_max(const ifa__problem *pb, const ifa__kernel_table *kt, 
         gather_rows(pb, b, h, tw, ifa__min64(tw + IFA__CHUNK_ROWS, t1), u);
         if (u->n == 0) continue;
         const ifa__kernel_table *kk = kt->needs_unit_d_stride && u->k_d != 1 ? &ifa__kernels_ref : kt;
-        kk->qk[IFA__KV_I8](qp, G, D, u->k, u->k_d, u->n, s, ld, NULL, 0);
+        kk->qk[IFA__KV_I8](qp, G, D, u->k, u->k_d, u->n, s, ld, IFA__NO_PREFETCH);
         if (finish) finish_scores(pb, b, h, u->pos, u->n, bias, qsum, s, ld);
         for (int64_t g = 0; g < G; g++)
             for (int64_t i = 0; i < u->n; i++) m[g] = s[g * ld + i] > m[g] ? s[g * ld + i] : m[g];
@@ -454,10 +475,10 @@ typedef struct tile_ctx {
     float *scratch, *states, *s, *alpha;
 } tile_ctx;
 
-/* Steps 1-4 for the rows of one unit of head h0 + i; pk[0..npk) and pv[0..npv) are the rows the
- * qk and pv kernels prefetch while they work on these. */
-static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, const void *const *pk, int64_t npk,
-                        const void *const *pv, int64_t npv) {
+/* Steps 1-4 for the rows of one unit of head h0 + i; pk and pv are what the qk and pv kernels
+ * prefetch while they work on these. */
+static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, ifa__prefetch_list pk,
+                        ifa__prefetch_list pv) {
     const ifa__problem *pb = c->pb;
     const ifa__kernel_table *kt = c->kt;
     const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS, h = c->h0 + i;
@@ -468,19 +489,19 @@ static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, const 
     const ifa__kernel_table *kv = kt->needs_unit_d_stride && u->v_d != 1 ? &ifa__kernels_ref : kt;
     if (u->n == 0) return;
     if (q16 != NULL && qscale[0] >= 0.0f && u->k_d == 1 && c->kind == IFA__KV_BF16)
-        kt->qk_bf16_qbf16((const uint16_t *)q16, G, D, u->k, u->n, s, ld, pk, npk);
+        kt->qk_bf16_qbf16((const uint16_t *)q16, G, D, u->k, u->n, s, ld, pk);
     else if (q16 != NULL && qscale[0] >= 0.0f && u->k_d == 1)
-        kt->qk_i8_q16(q16, qscale, G, D, u->k, u->n, s, ld, pk, npk);
+        kt->qk_i8_q16(q16, qscale, G, D, u->k, u->n, s, ld, pk);
     else
-        kk->qk[c->kind](qp, G, D, u->k, u->k_d, u->n, s, ld, pk, npk);
+        kk->qk[c->kind](qp, G, D, u->k, u->k_d, u->n, s, ld, pk);
     if (c->finish) finish_scores(pb, c->b, h, u->pos, u->n, bias, qsum, s, ld);
     softmax_update(pb, kt, c->b, u->pos, u->n, s, ld, state, c->alpha);
     if (c->pv_q16 && u->v_d == 1)
-        kt->pv_i8_q16(s, ld, G, D, u->v, u->n, ifa__state_acc(state, G), pv, npv);
+        kt->pv_i8_q16(s, ld, G, D, u->v, u->n, ifa__state_acc(state, G), pv);
     else if (c->pv_bf16 && u->v_d == 1)
-        kt->pv_bf16_pbf16(s, ld, G, D, u->v, u->n, ifa__state_acc(state, G), pv, npv);
+        kt->pv_bf16_pbf16(s, ld, G, D, u->v, u->n, ifa__state_acc(state, G), pv);
     else
-        kv->pv[c->kind](s, ld, G, D, u->v, u->v_d, u->n, ifa__state_acc(state, G), pv, npv);
+        kv->pv[c->kind](s, ld, G, D, u->v, u->v_d, u->n, ifa__state_acc(state, G), pv);
 }
 
 /* The units of a tile whose heads share pages, in the order (window, head): in a (blocks, bs,
@@ -492,7 +513,8 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
     const int64_t dist = IFA__PREFETCH_WINDOWS, ring = IFA__PREFETCH_WINDOWS + 1;
     int64_t window;
     const int heavy = pb->G > 4 && !(c->kind == IFA__KV_BF16 && c->rounded && c->pv_bf16);
-    const int side_by_side = window_plan(pb, c->b, c->h0, nh, heavy, &window);
+    int token_stretches;
+    const int side_by_side = window_plan(pb, c->b, c->h0, nh, heavy, &window, &token_stretches);
     const int64_t windows = ifa__ceil_div(t1 - t0, window), row_bytes = pb->D * pb->elem_size;
     rows_unit win[IFA__PREFETCH_WINDOWS + 1], unit;
     const void *pk[IFA__MAX_PREFETCH_ROWS], *pv[IFA__MAX_PREFETCH_ROWS];
@@ -510,12 +532,13 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
         }
         const rows_unit *base = &win[w % ring];
         for (int64_t i = 0; i < nh; i++) {
-            const int64_t npf = window_prefetch(ahead, nh, i, side_by_side, pk, pv);
+            ifa__prefetch_list lk, lv;
+            window_prefetch(ahead, nh, i, side_by_side, token_stretches, row_bytes, pk, pv, &lk, &lv);
             if (i == 0) {
-                attend_unit(c, i, base, pk, npf, pv, npf);
+                attend_unit(c, i, base, lk, lv);
             } else {
                 shift_rows(base, i, &unit);
-                attend_unit(c, i, &unit, pk, npf, pv, npf);
+                attend_unit(c, i, &unit, lk, lv);
             }
         }
     }
@@ -538,8 +561,10 @@ static void attend_sparse_units(const tile_ctx *c, int64_t nh, int64_t t0, int64
         const int64_t cu = u - IFA__PREFETCH_UNITS;
         if (cu < 0) continue;
         const rows_unit *cur = &units[cu % ring], *next = u < total ? &units[u % ring] : NULL;
-        const int64_t npf = next != NULL && next->k_d == 1 && next->v_d == 1 ? next->n : 0;
-        attend_unit(c, cu % nh, cur, npf ? next->k : NULL, npf, npf ? next->v : NULL, npf);
+        const int64_t row_bytes = pb->D * pb->elem_size;
+        const int prefetch = next != NULL && next->k_d == 1 && next->v_d == 1 && next->n > 0;
+        attend_unit(c, cu % nh, cur, prefetch ? (ifa__prefetch_list){next->k, next->n, row_bytes} : IFA__NO_PREFETCH,
+                    prefetch ? (ifa__prefetch_list){next->v, next->n, row_bytes} : IFA__NO_PREFETCH);
     }
 }
 

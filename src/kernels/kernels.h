@@ -10,9 +10,9 @@
  * (element d at rows[i] + d*d_stride elements), so one call can take rows from several pages of
  * any size: attend.c hands a kernel up to 64 rows gathered across pages. n <= 64.
  *
- * `prefetch` lists the n_prefetch rows (D elements at unit stride, same dtype) that the caller
- * wants in cache soon (attend.c: a share of the window ahead, in address order). A kernel may
- * issue software prefetches for them and must not read them. It spreads them evenly over its own
+ * `prefetch` lists stretches of memory that the caller wants in cache soon (attend.c: a share of
+ * the window ahead, in address order; ifa__prefetch_list below). A kernel may issue software
+ * prefetches for them and must not read them. It spreads them evenly over its own
  * work, a few lines at a time (ifa__prefetch_stream below): measured, a burst of a whole list at
  * once overflows the core's miss buffers and streams from DRAM up to 1.6x slower than the same
  * lines spread out (docs/benchmarks.md). Pages of a paged cache are scattered, so the hardware
@@ -31,6 +31,19 @@
 
 #include <stdint.h>
 
+/* What a kernel prefetches: n stretches of `bytes` bytes each, from runs[0..n). A stretch is one
+ * row of the next unit, or several that lie end to end: attend.c lists a token's rows of all the
+ * tile's heads as one stretch when they sit side by side, so that neither it nor the kernel
+ * handles each 256-byte row on its own (two threads, cold: int8 1.03x, G = 7 and 8 1.02-1.03x,
+ * Llama-3-8B fp16 1.00x; docs/kernels.md). n = 0 (IFA__NO_PREFETCH): nothing. */
+typedef struct ifa__prefetch_list {
+    const void *const *runs;
+    int64_t n;
+    int64_t bytes;
+} ifa__prefetch_list;
+
+#define IFA__NO_PREFETCH ((ifa__prefetch_list){NULL, 0, 0})
+
 typedef enum ifa__kv_kind {
     IFA__KV_F16,
     IFA__KV_BF16,
@@ -40,12 +53,10 @@ typedef enum ifa__kv_kind {
 } ifa__kv_kind;
 
 typedef void (*ifa__qk_fn)(const float *q, int64_t G, int64_t D, const void *const *rows, int64_t d_stride,
-                           int64_t n, float *scores, int64_t ld, const void *const *prefetch,
-                           int64_t n_prefetch);
+                           int64_t n, float *scores, int64_t ld, ifa__prefetch_list prefetch);
 
 typedef void (*ifa__pv_fn)(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,
-                           int64_t d_stride, int64_t n, float *acc, const void *const *prefetch,
-                           int64_t n_prefetch);
+                           int64_t d_stride, int64_t n, float *acc, ifa__prefetch_list prefetch);
 
 /* qk for int8 K on a query quantised to int16 (inner_precise = 1 only, attend.c):
  *
@@ -56,7 +67,7 @@ typedef void (*ifa__pv_fn)(const float *p, int64_t ld, int64_t G, int64_t D, con
  * half the instructions of the float path. K rows have unit d stride. */
 typedef void (*ifa__qk_q16_fn)(const int16_t *q16, const float *qscale, int64_t G, int64_t D,
                                const void *const *rows, int64_t n, float *scores, int64_t ld,
-                               const void *const *prefetch, int64_t n_prefetch);
+                               ifa__prefetch_list prefetch);
 
 /* qk for bfloat16 K on a query rounded to bfloat16 (inner_precise = 1 only, attend.c):
  *
@@ -65,7 +76,7 @@ typedef void (*ifa__qk_q16_fn)(const int16_t *q16, const float *qscale, int64_t 
  * which AVX-512 BF16 does with VDPBF16PS, two products per lane, half the instructions of the
  * float path (VDPBF16PS treats bfloat16 subnormals as 0). K rows have unit d stride. */
 typedef void (*ifa__qk_bf16q_fn)(const uint16_t *qb, int64_t G, int64_t D, const void *const *rows, int64_t n,
-                                 float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch);
+                                 float *scores, int64_t ld, ifa__prefetch_list prefetch);
 
 /* P.V for int8 V on weights rounded to 16-bit fixed point (inner_precise = 1 only, attend.c).
  * Per head g, with a = max_i |p[g*ld + i]|, s = 32767 / a and w_i = rne(p[g*ld + i] * s) (float
@@ -81,7 +92,7 @@ typedef void (*ifa__qk_bf16q_fn)(const uint16_t *qb, int64_t G, int64_t D, const
  * rows with VPDPWSSD: half the multiply instructions of the float path and no conversion of V to
  * float. V rows have unit d stride. */
 typedef void (*ifa__pv_q16_fn)(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows, int64_t n,
-                               float *acc, const void *const *prefetch, int64_t n_prefetch);
+                               float *acc, ifa__prefetch_list prefetch);
 
 /* P.V for bfloat16 V on weights rounded to bfloat16 (inner_precise = 1 only, attend.c):
  *
@@ -92,7 +103,7 @@ typedef void (*ifa__pv_q16_fn)(const float *p, int64_t ld, int64_t G, int64_t D,
  * conversion to float32 and half the multiply instructions. VDPBF16PS treats bfloat16 subnormals
  * as 0. V rows have unit d stride. */
 typedef void (*ifa__pv_bf16p_fn)(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,
-                                 int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch);
+                                 int64_t n, float *acc, ifa__prefetch_list prefetch);
 
 /* Most rows one qk/pv call takes. */
 #define IFA__KERNEL_MAX_ROWS 64
@@ -133,9 +144,10 @@ typedef struct ifa__kernel_table {
  * between its loads to issue the next k lines, with k chosen so that the list is spread evenly
  * over the call, and finally with the rest. No division per line.
  *
- * The order depends on whether the listed rows form one run of memory (each row starting where
- * the previous one ends: the shares of a window of attend.c, and any page of a (blocks, KVN, bs,
- * D) cache): then row after row, in address order. When they lie apart (a head's rows of a
+ * The listed stretches are called rows below (most lists are rows). The order depends on whether
+ * they form one run of memory (each row starting where the previous one ends: the shares of a
+ * window of attend.c, and any page of a (blocks, KVN, bs, D) cache): then row after row, in
+ * address order. When they lie apart (a head's rows of a
  * (blocks, bs, KVN*D) page in the sparse form, 2 KiB apart), line 0 of every row first, then
  * line 1, and so on: measured, 1.08-1.29x faster sparse calls in that cache (two threads, 1/8
  * and 1/32 of the pages), while the same order cost 7-13% on runs of memory (docs/kernels.md). */
@@ -162,6 +174,10 @@ static inline ifa__prefetch_stream ifa__prefetch_begin(const void *const *rows, 
     s.span = (row_bytes + (misaligned ? 63 : 0) + 63) / 64 * 64;
     s.across = s.n >= 2 && (const char *)rows[1] != (const char *)rows[0] + row_bytes;
     return s;
+}
+
+static inline ifa__prefetch_stream ifa__prefetch_begin_list(ifa__prefetch_list list) {
+    return ifa__prefetch_begin(list.runs, list.n, list.bytes);
 }
 
 /* Lines of the whole list. */
@@ -236,16 +252,14 @@ static inline void ifa__prefetch_next(ifa__prefetch_stream *s, int64_t lines) {
  * own always-inline qk_impl and pv_impl (which need unit d stride: the table says so). */
 #define IFA__DEFINE_QK_PV(suffix, kind)                                                                    \
     static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *const *rows, int64_t d_stride, \
-                            int64_t n, float *scores, int64_t ld, const void *const *prefetch,              \
-                            int64_t n_prefetch) {                                                           \
+                            int64_t n, float *scores, int64_t ld, ifa__prefetch_list prefetch) {             \
         (void)d_stride;                                                                                     \
-        qk_impl(kind, q, G, D, rows, n, scores, ld, prefetch, n_prefetch);                                  \
+        qk_impl(kind, q, G, D, rows, n, scores, ld, prefetch);                                              \
     }                                                                                                       \
     static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,      \
-                            int64_t d_stride, int64_t n, float *acc, const void *const *prefetch,           \
-                            int64_t n_prefetch) {                                                           \
+                            int64_t d_stride, int64_t n, float *acc, ifa__prefetch_list prefetch) {         \
         (void)d_stride;                                                                                     \
-        pv_impl(kind, p, ld, G, D, rows, n, acc, prefetch, n_prefetch);                                     \
+        pv_impl(kind, p, ld, G, D, rows, n, acc, prefetch);                                                 \
     }
 
 /* The constants of the vectorised expf of every ISA file (Cephes): the input clamp, log2(e), ln 2

@@ -141,8 +141,8 @@ static void check_qk(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, i
     for (int64_t i = 0; i < G * LD; i++) got[i] = want[i] = SENTINEL;
     const void *rows[64], *pf[64];
     row_pointers(k, kind, n, stride, seed, rows, pf);
-    ifa__kernels_ref.qk[kind](q, G, D, rows, 1, n, want, LD, NULL, 0);
-    t->qk[kind](q, G, D, rows, 1, n, got, LD, pf, n);
+    ifa__kernels_ref.qk[kind](q, G, D, rows, 1, n, want, LD, IFA__NO_PREFETCH);
+    t->qk[kind](q, G, D, rows, 1, n, got, LD, (ifa__prefetch_list){pf, n, D * elem_bytes(kind)});
     int bad = 0;
     for (int64_t g = 0; g < G && !bad; g++) {
         for (int64_t i = 0; i < LD && !bad; i++) {
@@ -229,8 +229,8 @@ static void check_pv(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, i
 {
     pv_case c;
     pv_case_make(&c, kind, D, n, G, seed);
-    ifa__kernels_ref.pv[kind](c.p, LD, G, D, c.rows, 1, n, c.want, NULL, 0);
-    t->pv[kind](c.p, LD, G, D, c.rows, 1, n, c.got, c.pf, n);
+    ifa__kernels_ref.pv[kind](c.p, LD, G, D, c.rows, 1, n, c.want, IFA__NO_PREFETCH);
+    t->pv[kind](c.p, LD, G, D, c.rows, 1, n, c.got, (ifa__prefetch_list){c.pf, n, D * elem_bytes(kind)});
     CHECK_MSG(c.got[G * D] == SENTINEL, "%s pv %s D=%lld n=%lld G=%lld: wrote past acc", t->isa, k_kind_names[kind],
               (long long)D, (long long)n, (long long)G);
     for (int64_t j = 0; j < G * D; j++) {
@@ -288,8 +288,8 @@ static void check_qk_q16(const ifa__kernel_table *t, int64_t D, int64_t n, int64
     for (int64_t i = 0; i < G * LD; i++) got[i] = want[i] = SENTINEL;
     const void *rows[64] = { 0 }, *pf[64] = { 0 };
     row_pointers(k, IFA__KV_I8, n, stride, seed, rows, pf);
-    ifa__kernels_ref.qk_i8_q16(q, qscale, G, D, rows, n, want, LD, NULL, 0);
-    t->qk_i8_q16(q, qscale, G, D, rows, n, got, LD, pf, n);
+    ifa__kernels_ref.qk_i8_q16(q, qscale, G, D, rows, n, want, LD, IFA__NO_PREFETCH);
+    t->qk_i8_q16(q, qscale, G, D, rows, n, got, LD, (ifa__prefetch_list){pf, n, D});
     for (int64_t i = 0; i < G * LD; i++)
         if (got[i] != want[i]) {
             CHECK_MSG(0, "%s qk_i8_q16 D=%lld n=%lld G=%lld: scores[%lld][%lld] = %.9g, ref %.9g", t->isa,
@@ -317,8 +317,8 @@ static void check_qk_bf16q(const ifa__kernel_table *t, int64_t D, int64_t n, int
     for (int64_t i = 0; i < G * LD; i++) got[i] = want[i] = SENTINEL;
     const void *rows[64] = { 0 }, *pf[64] = { 0 };
     row_pointers(k, IFA__KV_BF16, n, stride, seed, rows, pf);
-    ifa__kernels_ref.qk_bf16_qbf16(q, G, D, rows, n, want, LD, NULL, 0);
-    t->qk_bf16_qbf16(q, G, D, rows, n, got, LD, pf, n);
+    ifa__kernels_ref.qk_bf16_qbf16(q, G, D, rows, n, want, LD, IFA__NO_PREFETCH);
+    t->qk_bf16_qbf16(q, G, D, rows, n, got, LD, (ifa__prefetch_list){pf, n, 2 * D});
     for (int64_t g = 0; g < G; g++)
         for (int64_t i = 0; i < LD; i++) {
             const float a = got[g * LD + i], b = want[g * LD + i];
@@ -352,8 +352,8 @@ static void check_pv_q16(const ifa__kernel_table *t, int64_t D, int64_t n, int64
         for (int64_t i = 0; i < n; i++) c.p[LD + i] = 0.0f;
     const int odd = seed % 7 == 0;
     if (odd) c.p[(G - 1) * LD + n / 2] = (seed & 8) ? NAN : INFINITY;
-    ifa__kernels_ref.pv_i8_q16(c.p, LD, G, D, c.rows, n, c.want, NULL, 0);
-    t->pv_i8_q16(c.p, LD, G, D, c.rows, n, c.got, c.pf, n);
+    ifa__kernels_ref.pv_i8_q16(c.p, LD, G, D, c.rows, n, c.want, IFA__NO_PREFETCH);
+    t->pv_i8_q16(c.p, LD, G, D, c.rows, n, c.got, (ifa__prefetch_list){c.pf, n, D});
     CHECK_MSG(c.got[G * D] == SENTINEL, "%s pv_i8_q16 D=%lld n=%lld G=%lld: wrote past acc", t->isa, (long long)D,
               (long long)n, (long long)G);
     for (int64_t j = 0; j < G * D; j++) {
@@ -377,8 +377,8 @@ static void check_pv_bf16p(const ifa__kernel_table *t, int64_t D, int64_t n, int
 {
     pv_case c;
     pv_case_make(&c, IFA__KV_BF16, D, n, G, seed);
-    ifa__kernels_ref.pv_bf16_pbf16(c.p, LD, G, D, c.rows, n, c.want, NULL, 0);
-    t->pv_bf16_pbf16(c.p, LD, G, D, c.rows, n, c.got, c.pf, n);
+    ifa__kernels_ref.pv_bf16_pbf16(c.p, LD, G, D, c.rows, n, c.want, IFA__NO_PREFETCH);
+    t->pv_bf16_pbf16(c.p, LD, G, D, c.rows, n, c.got, (ifa__prefetch_list){c.pf, n, 2 * D});
     CHECK_MSG(c.got[G * D] == SENTINEL, "%s pv_bf16_pbf16 D=%lld n=%lld G=%lld: wrote past acc", t->isa,
               (long long)D, (long long)n, (long long)G);
     for (int64_t j = 0; j < G * D; j++) {
@@ -566,21 +566,24 @@ static void test_prefetch_stream(void)
 {
     static char buf[64 * 1024 + 256];
     char *const base = (char *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
-    static const int64_t aligns[] = { 0, 2, 16, 48 }, sizes[] = { 64, 130, 254, 256, 512 }, counts[] = { 1, 2, 16 };
+    /* 2048 bytes: a stretch of 8 rows, as attend.c lists a token's rows of 8 side-by-side heads. */
+    static const int64_t aligns[] = { 0, 2, 16, 48 }, sizes[] = { 64, 130, 254, 256, 512, 2048 };
+    static const int64_t counts[] = { 1, 2, 16 };
     int64_t cases = 0;
     for (int64_t ai = 0; ai < NELEMS(aligns); ai++)
         for (int64_t si = 0; si < NELEMS(sizes); si++)
             for (int64_t ci = 0; ci < NELEMS(counts); ci++)
                 for (int apart = 0; apart < 2; apart++, cases++) {
-                    const int64_t row_bytes = sizes[si], n = counts[ci], stride = apart ? 2048 : row_bytes;
+                    const int64_t row_bytes = sizes[si], n = counts[ci];
+                    const int64_t stride = apart ? (row_bytes > 1024 ? 4096 : 2048) : row_bytes;
                     const void *rows[16];
                     for (int64_t r = 0; r < n; r++) rows[r] = base + aligns[ai] + r * stride;
                     ifa__prefetch_stream s = ifa__prefetch_begin(rows, n, row_bytes);
                     const int64_t expect = ifa__prefetch_lines(&s);
-                    uintptr_t lines[16 * 16];
+                    uintptr_t lines[16 * 40]; /* up to 16 stretches of 33 lines (2048 bytes, misaligned) */
                     int64_t got = 0;
                     while (s.r < s.n && got < expect + 1) {
-                        lines[got < 256 ? got : 255] = (uintptr_t)ifa__prefetch_line(&s);
+                        lines[got < NELEMS(lines) ? got : NELEMS(lines) - 1] = (uintptr_t)ifa__prefetch_line(&s);
                         got++;
                         ifa__prefetch_next(&s, 1);
                     }

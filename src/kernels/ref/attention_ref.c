@@ -31,10 +31,8 @@ static inline float load_i8(const void *base, int64_t i) { return (float)((const
 /* One definition per dtype from a template, so the four stay identical but for the load. */
 #define IFA__DEFINE_REF_KERNELS(suffix, load)                                                         \
     static void qk_##suffix(const float *q, int64_t G, int64_t D, const void *const *rows, int64_t d_stride,  \
-                            int64_t n, float *scores, int64_t ld, const void *const *prefetch,               \
-                            int64_t n_prefetch) {                                                            \
+                            int64_t n, float *scores, int64_t ld, ifa__prefetch_list prefetch) {              \
         (void)prefetch;                                                                                      \
-        (void)n_prefetch;                                                                                    \
         for (int64_t i = 0; i < n; i++) {                                                                    \
             for (int64_t g = 0; g < G; g++) {                                                                \
                 double sum = 0.0;                                                                            \
@@ -45,10 +43,8 @@ static inline float load_i8(const void *base, int64_t i) { return (float)((const
         }                                                                                                    \
     }                                                                                                        \
     static void pv_##suffix(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,       \
-                            int64_t d_stride, int64_t n, float *acc, const void *const *prefetch,            \
-                            int64_t n_prefetch) {                                                            \
+                            int64_t d_stride, int64_t n, float *acc, ifa__prefetch_list prefetch) {          \
         (void)prefetch;                                                                                      \
-        (void)n_prefetch;                                                                                    \
         for (int64_t i = 0; i < n; i++) {                                                                    \
             for (int64_t g = 0; g < G; g++) {                                                                \
                 const float pi = p[g * ld + i];                                                              \
@@ -65,9 +61,8 @@ IFA__DEFINE_REF_KERNELS(i8, load_i8)
 
 /* int32 like the SIMD kernels: the caller's bound on q16 keeps the sum from overflowing. */
 static void qk_i8_q16_ref(const int16_t *q16, const float *qscale, int64_t G, int64_t D, const void *const *rows,
-                          int64_t n, float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
+                          int64_t n, float *scores, int64_t ld, ifa__prefetch_list prefetch) {
     (void)prefetch;
-    (void)n_prefetch;
     for (int64_t i = 0; i < n; i++) {
         const int8_t *k = (const int8_t *)rows[i];
         for (int64_t g = 0; g < G; g++) {
@@ -79,9 +74,8 @@ static void qk_i8_q16_ref(const int16_t *q16, const float *qscale, int64_t G, in
 }
 
 static void qk_bf16_qbf16_ref(const uint16_t *qb, int64_t G, int64_t D, const void *const *rows, int64_t n,
-                              float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
+                              float *scores, int64_t ld, ifa__prefetch_list prefetch) {
     (void)prefetch;
-    (void)n_prefetch;
     for (int64_t i = 0; i < n; i++)
         for (int64_t g = 0; g < G; g++) {
             double sum = 0.0;
@@ -113,11 +107,11 @@ static void softmax_ref(float *s, int64_t ld, int64_t G, int64_t n, float *m, fl
 /* kernels.h's fixed-point P.V, in the same float operations as the SIMD kernels (nearbyintf
  * rounds half to even in the default rounding mode; fmaf is exact-then-round, like VFMADD). */
 static void pv_i8_q16_ref(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows, int64_t n,
-                          float *acc, const void *const *prefetch, int64_t n_prefetch) {
+                          float *acc, ifa__prefetch_list prefetch) {
     for (int64_t g = 0; g < G; g++)
         for (int64_t i = 0; i < n; i++)
             if (!isfinite(p[g * ld + i])) {
-                pv_i8(p, ld, G, D, rows, 1, n, acc, prefetch, n_prefetch);
+                pv_i8(p, ld, G, D, rows, 1, n, acc, prefetch);
                 return;
             }
     for (int64_t g = 0; g < G; g++) {
@@ -136,9 +130,8 @@ static void pv_i8_q16_ref(const float *p, int64_t ld, int64_t G, int64_t D, cons
 
 /* kernels.h's bfloat16-weight P.V: the weights rounded to bfloat16, then as pv_bf16. */
 static void pv_bf16_pbf16_ref(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *rows,
-                              int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
+                              int64_t n, float *acc, ifa__prefetch_list prefetch) {
     (void)prefetch;
-    (void)n_prefetch;
     for (int64_t i = 0; i < n; i++)
         for (int64_t g = 0; g < G; g++) {
             const float pi = ifa__bf16_to_f32(ifa__f32_to_bf16(p[g * ld + i]));

@@ -127,9 +127,9 @@ IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D
 }
 
 IFA__INLINE void qk_impl_g(const int kind, const float *q, const int64_t G, const int64_t D, const void *const *krows,
-                           int64_t n, float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
+                           int64_t n, float *scores, int64_t ld, ifa__prefetch_list prefetch) {
     /* The next call's rows are prefetched a few lines per pair of rows (see the AVX-512 file). */
-    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * elem_size(kind));
+    ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
     const int64_t pairs = 4 * ((n + 7) / 8);
     const int64_t per_pair = ifa__prefetch_per_step(&ps, pairs);
     for (int64_t i0 = 0; i0 < n; i0 += 8) {
@@ -150,8 +150,8 @@ IFA__INLINE void qk_impl_g(const int kind, const float *q, const int64_t G, cons
 }
 
 IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *const *krows, int64_t n,
-                         float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
-    IFA__WITH_CONST_GD(G, D, qk_impl_g(kind, q, GC, DC, krows, n, scores, ld, prefetch, n_prefetch));
+                         float *scores, int64_t ld, ifa__prefetch_list prefetch) {
+    IFA__WITH_CONST_GD(G, D, qk_impl_g(kind, q, GC, DC, krows, n, scores, ld, prefetch));
 }
 
 /* ---- pv ----------------------------------------------------------------------------------- */
@@ -199,10 +199,9 @@ IFA__INLINE void pv_heads(const int kind, const int W, const float *p, int64_t l
 }
 
 IFA__INLINE void pv_impl_g(const int kind, const float *p, int64_t ld, const int64_t G, const int64_t D,
-                           const void *const *v, int64_t n, float *acc, const void *const *prefetch,
-                           int64_t n_prefetch) {
+                           const void *const *v, int64_t n, float *acc, ifa__prefetch_list prefetch) {
     /* The next call's rows are prefetched a few lines per 16-float slice, spread evenly. */
-    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * elem_size(kind));
+    ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
     const int64_t slices = D / 16;
     const int64_t per_slice = ifa__prefetch_per_step(&ps, slices);
     int64_t d0 = 0;
@@ -216,8 +215,8 @@ IFA__INLINE void pv_impl_g(const int kind, const float *p, int64_t ld, const int
 }
 
 IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v,
-                         int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
-    IFA__WITH_CONST_GD(G, D, pv_impl_g(kind, p, ld, GC, DC, v, n, acc, prefetch, n_prefetch));
+                         int64_t n, float *acc, ifa__prefetch_list prefetch) {
+    IFA__WITH_CONST_GD(G, D, pv_impl_g(kind, p, ld, GC, DC, v, n, acc, prefetch));
 }
 
 /* ---- The instances ------------------------------------------------------------------------ */

@@ -300,8 +300,8 @@ IFA__INLINE void qk_form_tile(const int form, const int GB, const void *q, const
  * (the first head block of a tile only), so misses stay in flight at an even rate. */
 IFA__INLINE void qk_drive_g(const int form, const void *q, const float *qscale, const int64_t G, const int64_t D,
                             const void *const *krows, int64_t n, float *scores, int64_t ld,
-                            const void *const *prefetch, int64_t n_prefetch, int64_t row_bytes) {
-    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, row_bytes);
+                            ifa__prefetch_list prefetch) {
+    ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
     const int64_t groups = 4 * ((n + 15) / 16);
     const int64_t per_group = ifa__prefetch_per_step(&ps, groups);
     for (int64_t i0 = 0; i0 < n; i0 += 16) {
@@ -323,24 +323,23 @@ IFA__INLINE void qk_drive_g(const int form, const void *q, const float *qscale, 
 }
 
 IFA__INLINE void qk_drive(const int form, const void *q, const float *qscale, int64_t G, int64_t D,
-                          const void *const *krows, int64_t n, float *scores, int64_t ld, const void *const *prefetch,
-                          int64_t n_prefetch, int64_t row_bytes) {
-    IFA__WITH_CONST_GD(G, D, qk_drive_g(form, q, qscale, GC, DC, krows, n, scores, ld, prefetch, n_prefetch, row_bytes));
+                          const void *const *krows, int64_t n, float *scores, int64_t ld, ifa__prefetch_list prefetch) {
+    IFA__WITH_CONST_GD(G, D, qk_drive_g(form, q, qscale, GC, DC, krows, n, scores, ld, prefetch));
 }
 
 IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *const *krows, int64_t n,
-                         float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
-    qk_drive(kind, q, NULL, G, D, krows, n, scores, ld, prefetch, n_prefetch, D * elem_size(kind));
+                         float *scores, int64_t ld, ifa__prefetch_list prefetch) {
+    qk_drive(kind, q, NULL, G, D, krows, n, scores, ld, prefetch);
 }
 
 static void qk_i8_q16_avx512(const int16_t *q16, const float *qscale, int64_t G, int64_t D, const void *const *krows,
-                             int64_t n, float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
-    qk_drive(QK_Q16, q16, qscale, G, D, krows, n, scores, ld, prefetch, n_prefetch, D);
+                             int64_t n, float *scores, int64_t ld, ifa__prefetch_list prefetch) {
+    qk_drive(QK_Q16, q16, qscale, G, D, krows, n, scores, ld, prefetch);
 }
 
 static void qk_bf16_qbf16_avx512(const uint16_t *qb, int64_t G, int64_t D, const void *const *krows, int64_t n,
-                                 float *scores, int64_t ld, const void *const *prefetch, int64_t n_prefetch) {
-    qk_drive(QK_BF16Q, qb, NULL, G, D, krows, n, scores, ld, prefetch, n_prefetch, 2 * D);
+                                 float *scores, int64_t ld, ifa__prefetch_list prefetch) {
+    qk_drive(QK_BF16Q, qb, NULL, G, D, krows, n, scores, ld, prefetch);
 }
 
 /* ---- pv ----------------------------------------------------------------------------------- */
@@ -402,9 +401,8 @@ IFA__INLINE void pv_heads(const int kind, const int W, const float *p, int64_t l
 }
 
 IFA__INLINE void pv_impl_g(const int kind, const float *p, int64_t ld, const int64_t G, const int64_t D,
-                           const void *const *v, int64_t n, float *acc, const void *const *prefetch,
-                           int64_t n_prefetch) {
-    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * elem_size(kind));
+                           const void *const *v, int64_t n, float *acc, ifa__prefetch_list prefetch) {
+    ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
     /* The prefetch list is spread over the rows of the 64-float slices, a line or two per row. */
     const int64_t steps = (D / 64) * n;
     const int64_t per_row = ifa__prefetch_per_step(&ps, steps);
@@ -416,8 +414,8 @@ IFA__INLINE void pv_impl_g(const int kind, const float *p, int64_t ld, const int
 }
 
 IFA__INLINE void pv_impl(const int kind, const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v,
-                         int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
-    IFA__WITH_CONST_GD(G, D, pv_impl_g(kind, p, ld, GC, DC, v, n, acc, prefetch, n_prefetch));
+                         int64_t n, float *acc, ifa__prefetch_list prefetch) {
+    IFA__WITH_CONST_GD(G, D, pv_impl_g(kind, p, ld, GC, DC, v, n, acc, prefetch));
 }
 
 /* ---- pv on pairs of rows: int8 V on 16-bit fixed-point weights (VPDPWSSD), bfloat16 V on
@@ -563,9 +561,8 @@ IFA__INLINE void pv_pairs_block(const int form, const float *p, int64_t ld, int6
 
 /* Heads in blocks of 4; the prefetch list is spread over the row pairs of every slice and block. */
 IFA__INLINE void pv_pairs_g(const int form, const float *p, int64_t ld, const int64_t G, const int64_t D,
-                            const void *const *v, int64_t n, float *acc, const void *const *prefetch,
-                            int64_t n_prefetch) {
-    ifa__prefetch_stream ps = ifa__prefetch_begin(prefetch, n_prefetch, D * (form == PV_PAIRS_I8 ? 1 : 2));
+                            const void *const *v, int64_t n, float *acc, ifa__prefetch_list prefetch) {
+    ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
     const int64_t steps = ((D + 63) / 64) * ((n + 1) / 2) * ((G + 3) / 4);
     const int64_t per_pair = ifa__prefetch_per_step(&ps, steps);
     /* int8: the first two blocks written out, as in pv_heads (G = 8: 0.82 of the time of the
@@ -584,12 +581,12 @@ IFA__INLINE void pv_pairs_g(const int form, const float *p, int64_t ld, const in
 }
 
 IFA__INLINE void pv_pairs(const int form, const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v,
-                          int64_t n, float *acc, const void *const *prefetch, int64_t n_prefetch) {
-    IFA__WITH_CONST_GD(G, D, pv_pairs_g(form, p, ld, GC, DC, v, n, acc, prefetch, n_prefetch));
+                          int64_t n, float *acc, ifa__prefetch_list prefetch) {
+    IFA__WITH_CONST_GD(G, D, pv_pairs_g(form, p, ld, GC, DC, v, n, acc, prefetch));
 }
 
 static void pv_i8_q16_avx512(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v, int64_t n,
-                             float *acc, const void *const *prefetch, int64_t n_prefetch) {
+                             float *acc, ifa__prefetch_list prefetch) {
     /* A weight that is not finite sends the whole call down the float path (kernels.h). */
     __mmask16 odd = 0;
     for (int64_t g = 0; g < G; g++)
@@ -597,14 +594,14 @@ static void pv_i8_q16_avx512(const float *p, int64_t ld, int64_t G, int64_t D, c
             odd |= _mm512_fpclass_ps_mask(_mm512_maskz_loadu_ps(tail_mask(n - i < 16 ? n - i : 16), p + g * ld + i),
                                           0x01 | 0x08 | 0x10 | 0x80); /* QNaN, +Inf, -Inf, SNaN */
     if (odd)
-        pv_impl(IFA__KV_I8, p, ld, G, D, v, n, acc, prefetch, n_prefetch);
+        pv_impl(IFA__KV_I8, p, ld, G, D, v, n, acc, prefetch);
     else
-        pv_pairs(PV_PAIRS_I8, p, ld, G, D, v, n, acc, prefetch, n_prefetch);
+        pv_pairs(PV_PAIRS_I8, p, ld, G, D, v, n, acc, prefetch);
 }
 
 static void pv_bf16_pbf16_avx512(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v, int64_t n,
-                                 float *acc, const void *const *prefetch, int64_t n_prefetch) {
-    pv_pairs(PV_PAIRS_BF16, p, ld, G, D, v, n, acc, prefetch, n_prefetch);
+                                 float *acc, ifa__prefetch_list prefetch) {
+    pv_pairs(PV_PAIRS_BF16, p, ld, G, D, v, n, acc, prefetch);
 }
 
 /* ---- The instances ------------------------------------------------------------------------ */
