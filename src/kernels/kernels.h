@@ -152,12 +152,9 @@ typedef struct ifa__kernel_table {
  * line 1, and so on: measured, 1.08-1.29x faster sparse calls in that cache (two threads, 1/8
  * and 1/32 of the pages), while the same order cost 7-13% on runs of memory (docs/kernels.md).
  *
- * Rows that lie apart are also fetched into the L2 only (PREFETCHT2; this CPU's T1 and T2 both
- * stop at the L2), the rest into the L1. Rows 2 KiB apart share a sixteenth of the L1's sets
- * (48 KiB, 12 ways of 4 KiB): the K and V rows of the units in flight, all alike in their
- * alignment, evicted one another from those sets before their turn. Into the L2: sparse 3-D
- * calls 1.40-1.43x faster at block 16, 1.04-1.21x at block 128 and 1/32; dense windows and the
- * 4-D cache, whose lists are runs of memory, read 0.90-0.99x with T2, and keep T0. */
+ * Every line goes to the L1 (PREFETCHT0). Rows that lie apart into the L2 only (PREFETCHT2) made
+ * sparse 3-D calls up to 1.4x faster in the C program but up to 1.8x slower under bench.py, with
+ * torch's jobs between the calls (docs/kernels.md, *Into which cache*). */
 typedef struct ifa__prefetch_stream {
     const void *const *rows;
     int64_t n;
@@ -205,15 +202,12 @@ static inline const void *ifa__prefetch_line(const ifa__prefetch_stream *s) {
 
 static inline void ifa__prefetch_next(ifa__prefetch_stream *s, int64_t lines) {
     for (; lines > 0 && s->r < s->n; lines--) {
+        __builtin_prefetch(ifa__prefetch_line(s), 0, 3);
         if (s->across) {
-            __builtin_prefetch(ifa__prefetch_line(s), 0, 1); /* PREFETCHT2: into the L2 only */
             if (++s->r == s->n && (s->off += 64) < s->span) s->r = 0; /* next line of row 0 */
-        } else {
-            __builtin_prefetch(ifa__prefetch_line(s), 0, 3); /* PREFETCHT0: into the L1 */
-            if ((s->off += 64) >= s->span) {
-                s->off = 0;
-                s->r++;
-            }
+        } else if ((s->off += 64) >= s->span) {
+            s->off = 0;
+            s->r++;
         }
     }
 }
