@@ -403,7 +403,7 @@ static int64_t prefetch_list(const void *const *rows, int64_t head, int64_t r0, 
  * 5-17% faster from DRAM than prefetching the next unit's rows, 2 KiB apart (docs/benchmarks.md).
  *
  * When the rows of the tile's heads of each token lie end to end (`token_stretches`, window_plan),
- * the lists name one stretch per token, else one per row (kernels.h: 1.01-1.05x). Listing a
+ * the lists name one stretch per token, else one per row (kernels.h: 1.00-1.03x). Listing a
  * head's rows of a 4-D window as one stretch measured 0.96-0.98x, so those stay rows. pk and pv
  * hold the stretches of K and V (the same count). */
 static void window_prefetch(const rows_unit *ahead, int64_t nh, int64_t i, int side_by_side, int token_stretches,
