@@ -412,17 +412,13 @@ static void window_prefetch(const rows_unit *ahead, int64_t nh, int64_t i, int s
     *lk = *lv = IFA__NO_PREFETCH;
     if (ahead == NULL || ahead->k_d != 1 || ahead->v_d != 1 || ahead->n == 0) return;
     int64_t n, bytes = row_bytes;
-    if (side_by_side && token_stretches) {
+    if (side_by_side) {
+        /* A token stretch starts at head h0's row and covers the nh rows end to end. */
         const int64_t r0 = i * ahead->n / nh, r1 = (i + 1) * ahead->n / nh;
-        for (n = 0; n < r1 - r0; n++) {
-            pk[n] = ahead->k[r0 + n];
-            pv[n] = ahead->v[r0 + n];
-        }
-        bytes = nh * row_bytes;
-    } else if (side_by_side) {
-        const int64_t r0 = i * ahead->n / nh, r1 = (i + 1) * ahead->n / nh;
-        prefetch_list(ahead->v, ahead->v_head, r0, r1, 0, nh, pv);
-        n = prefetch_list(ahead->k, ahead->k_head, r0, r1, 0, nh, pk);
+        const int64_t heads = token_stretches ? 1 : nh;
+        prefetch_list(ahead->v, ahead->v_head, r0, r1, 0, heads, pv);
+        n = prefetch_list(ahead->k, ahead->k_head, r0, r1, 0, heads, pk);
+        if (token_stretches) bytes = nh * row_bytes;
     } else {
         prefetch_list(ahead->v, ahead->v_head, 0, ahead->n, i, i + 1, pv);
         n = prefetch_list(ahead->k, ahead->k_head, 0, ahead->n, i, i + 1, pk);
@@ -550,18 +546,17 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
 static void attend_sparse_units(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1) {
     const ifa__problem *pb = c->pb;
     const int64_t window = window_tokens(pb, 4096), total = ifa__ceil_div(t1 - t0, window) * nh;
-    const int64_t ring = IFA__PREFETCH_UNITS + 1;
+    const int64_t ring = IFA__PREFETCH_UNITS + 1, row_bytes = pb->D * pb->elem_size;
     rows_unit units[IFA__PREFETCH_UNITS + 1];
     for (int64_t u = 0; u < total + IFA__PREFETCH_UNITS; u++) {
         if (u < total) {
             const int64_t tw = t0 + (u / nh) * window;
             gather_rows(pb, c->b, c->h0 + u % nh, tw, ifa__min64(tw + window, t1), &units[u % ring]);
-            if (u < IFA__PREFETCH_UNITS) prefetch_rows_now(&units[u % ring], 1, pb->D * pb->elem_size);
+            if (u < IFA__PREFETCH_UNITS) prefetch_rows_now(&units[u % ring], 1, row_bytes);
         }
         const int64_t cu = u - IFA__PREFETCH_UNITS;
         if (cu < 0) continue;
         const rows_unit *cur = &units[cu % ring], *next = u < total ? &units[u % ring] : NULL;
-        const int64_t row_bytes = pb->D * pb->elem_size;
         const int prefetch = next != NULL && next->k_d == 1 && next->v_d == 1 && next->n > 0;
         attend_unit(c, cu % nh, cur, prefetch ? (ifa__prefetch_list){next->k, next->n, row_bytes} : IFA__NO_PREFETCH,
                     prefetch ? (ifa__prefetch_list){next->v, next->n, row_bytes} : IFA__NO_PREFETCH);
