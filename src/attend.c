@@ -350,6 +350,13 @@ static int64_t window_tokens(const ifa__problem *pb, int64_t bytes) {
     return w / 16 * 16;
 }
 
+/* Whether a call does more arithmetic per row than float16 at G <= 4 (window_plan): G > 4 on
+ * float32 FMAs or on int8's integer products; bfloat16 with VDPBF16PS in both kernels (twice the
+ * rate) is not. */
+static int heavy_rows(const ifa__problem *pb, ifa__kv_kind kind, int rounded, int pv_bf16) {
+    return pb->G > 4 && !(kind == IFA__KV_BF16 && rounded && pv_bf16);
+}
+
 /* Window size of a tile whose heads share pages. A window is visited for all the nh heads of the
  * tile in turn while the window ahead is prefetched, so the rows of both compete for the L1.
  *
@@ -508,7 +515,7 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
     const ifa__problem *pb = c->pb;
     const int64_t dist = IFA__PREFETCH_WINDOWS, ring = IFA__PREFETCH_WINDOWS + 1;
     int64_t window;
-    const int heavy = pb->G > 4 && !(c->kind == IFA__KV_BF16 && c->rounded && c->pv_bf16);
+    const int heavy = heavy_rows(pb, c->kind, c->rounded, c->pv_bf16);
     int token_stretches;
     const int side_by_side = window_plan(pb, c->b, c->h0, nh, heavy, &window, &token_stretches);
     const int64_t windows = ifa__ceil_div(t1 - t0, window), row_bytes = pb->D * pb->elem_size;
@@ -561,6 +568,17 @@ static void attend_sparse_units(const tile_ctx *c, int64_t nh, int64_t t0, int64
         attend_unit(c, cu % nh, cur, prefetch ? (ifa__prefetch_list){next->k, next->n, row_bytes} : IFA__NO_PREFETCH,
                     prefetch ? (ifa__prefetch_list){next->v, next->n, row_bytes} : IFA__NO_PREFETCH);
     }
+}
+
+int ifa__split_tokens_early(const ifa__problem *pb, const ifa__kernel_table *kt) {
+    const ifa__kv_kind kind = kv_kind(pb->kv_dtype);
+    if (pb->form == IFA__KV_PAGED_SPARSE || (kind != IFA__KV_F16 && kind != IFA__KV_BF16) || pb->B < 1 ||
+        pb->KVN < 1)
+        return 0;
+    if (heavy_rows(pb, kind, uses_rounded_query(pb, kt), uses_bf16_weights(pb, kt))) return 0;
+    ifa__kv_cursor cur;
+    ifa__kv_cursor_init(&cur, pb, 0, 0, 0, 0);
+    return cur.k.s_head == pb->D && cur.v.s_head == pb->D;
 }
 
 void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h0, int64_t nh,

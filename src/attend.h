@@ -23,6 +23,12 @@ int64_t ifa__tile_scratch_floats(const ifa__problem *pb, int64_t max_heads);
 void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h0,
                       int64_t nh, int64_t t0, int64_t t1, float *states, float *scratch);
 
+/* Whether plan.c may split the tokens of a short call between threads (chunks of
+ * IFA__MIN_CHUNK_TOKENS_SIDE_BY_SIDE) rather than its heads: the heads of a token sit side by
+ * side ((blocks, bs, KVN*D) caches and BSH layouts), the KV is 16-bit, the call is not sparse
+ * and its windows are the short ones of window_plan (no `heavy` arithmetic). */
+int ifa__split_tokens_early(const ifa__problem *pb, const ifa__kernel_table *kt);
+
 /* Turns the final state of (b, h) into the G output rows: normalise, apply the value
  * antiquant / dequant scales, cast or quantise, write through the output view. `rows` is
  * scratch of ifa__output_scratch_floats() floats. */

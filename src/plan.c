@@ -25,6 +25,15 @@
 /* Below this many tokens per chunk the merge and the per-chunk setup cost more than the
  * parallelism gains. */
 #define IFA__MIN_CHUNK_TOKENS 512
+/* ... except where the alternative is worse: a short call with fewer (batch, head group) units
+ * than threads otherwise has its heads split (below), and in a cache whose heads of a token sit
+ * side by side that reads half of every token row per thread. For the calls of
+ * ifa__split_tokens_early (16-bit KV, short windows, not sparse), measured with two threads, B = 1,
+ * L = 512, two chunks of 256 tokens against two groups of 4 heads: Llama-3-8B fp16 1.12x (L = 768:
+ * 1.15x), bf16 1.13x, block 16 1.12x, Llama-3-70B bf16 1.05x. The others lost: int8 0.87-0.89x,
+ * Llama-3-70B fp16 0.92-0.95x, a (blocks, KVN, bs, D) cache 0.78-0.84x (each head's rows are
+ * one run there), sparse 0.95x (docs/benchmarks.md). */
+#define IFA__MIN_CHUNK_TOKENS_SIDE_BY_SIDE 256
 
 /* Chunks beyond one per thread only from this many tokens each. Every chunk starts cold: its
  * first window is fetched in one burst that nothing overlaps, which cost about 7 us per chunk
@@ -93,7 +102,9 @@ ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num
         const int64_t one_per_thread = ifa__ceil_div(num_threads, pb->B * c.groups);
         c.splits = ifa__ceil_div(4 * (int64_t)num_threads, pb->B * c.groups);
         c.splits = ifa__min64(c.splits, ifa__max64(one_per_thread, pb->max_len / IFA__EXTRA_CHUNK_TOKENS));
-        c.splits = ifa__min64(c.splits, ifa__max64(1, pb->max_len / IFA__MIN_CHUNK_TOKENS));
+        const int64_t min_chunk =
+            ifa__split_tokens_early(pb, kt) ? IFA__MIN_CHUNK_TOKENS_SIDE_BY_SIDE : IFA__MIN_CHUNK_TOKENS;
+        c.splits = ifa__min64(c.splits, ifa__max64(1, pb->max_len / min_chunk));
     }
     /* Still fewer tiles than threads (short or fully quantised calls): smaller head groups. Only
      * then: threads on different heads of the same tokens each stream half of every token row of
