@@ -357,6 +357,12 @@ static int heavy_rows(const ifa__problem *pb, ifa__kv_kind kind, int rounded, in
     return pb->G > 4 && !(kind == IFA__KV_BF16 && rounded && pv_bf16);
 }
 
+/* Whether the heads of a token sit side by side (a (blocks, bs, KVN*D) cache, BSH and BSND
+ * layouts): cur is a cursor of the call, whose views are those of every window. */
+static int heads_side_by_side(const ifa__problem *pb, const ifa__kv_cursor *cur) {
+    return cur->k.s_head == pb->D && cur->v.s_head == pb->D;
+}
+
 /* Window size of a tile whose heads share pages. A window is visited for all the nh heads of the
  * tile in turn while the window ahead is prefetched, so the rows of both compete for the L1.
  *
@@ -379,7 +385,7 @@ static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t nh,
                        int *token_stretches) {
     ifa__kv_cursor cur;
     ifa__kv_cursor_init(&cur, pb, b, h, 0, 0);
-    const int side_by_side = cur.k.s_head == pb->D && cur.v.s_head == pb->D;
+    const int side_by_side = heads_side_by_side(pb, &cur);
     const int64_t per_head = ifa__max64(heavy ? 8192 : 4096, IFA__WINDOW_BYTES / ifa__max64(1, nh));
     *window = window_tokens(pb, side_by_side ? per_head : 8192);
     /* The tile's heads are all the heads of a token (or the rows of one token's heads end where
@@ -578,7 +584,7 @@ int ifa__split_tokens_early(const ifa__problem *pb, const ifa__kernel_table *kt)
     if (heavy_rows(pb, kind, uses_rounded_query(pb, kt), uses_bf16_weights(pb, kt))) return 0;
     ifa__kv_cursor cur;
     ifa__kv_cursor_init(&cur, pb, 0, 0, 0, 0);
-    return cur.k.s_head == pb->D && cur.v.s_head == pb->D;
+    return heads_side_by_side(pb, &cur);
 }
 
 void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h0, int64_t nh,

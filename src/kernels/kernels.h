@@ -153,8 +153,9 @@ typedef struct ifa__kernel_table {
  * and 1/32 of the pages), while the same order cost 7-13% on runs of memory (docs/kernels.md).
  *
  * Every line goes to the L1 (PREFETCHT0). Rows that lie apart into the L2 only (PREFETCHT2) made
- * sparse 3-D calls up to 1.4x faster in the C program but up to 1.8x slower under bench.py, with
- * torch's jobs between the calls (docs/kernels.md, *Into which cache*). */
+ * sparse 3-D calls up to 1.4x faster in the C program but up to 1.8x slower under bench.py: in
+ * one process their speed swung between full and half in phases of seconds that the T0 build
+ * did not see (docs/kernels.md, *Into which cache*). */
 typedef struct ifa__prefetch_stream {
     const void *const *rows;
     int64_t n;
