@@ -236,10 +236,10 @@ def release_freed_memory():
         pass
 
 
-# measure(): the share of a round that ifa's calls aim at, and the most ifa calls per round (each
-# torch job runs once per round).
-IFA_SHARE_OF_ROUND = 1 / 8
-IFA_CALLS_PER_ROUND = 8
+# measure(): ifa's calls come in bursts that last at least IFA_BURST_S (at most IFA_BURST_CALLS
+# calls) between two runs of the torch jobs (each once per round).
+IFA_BURST_S = 0.010
+IFA_BURST_CALLS = 256
 
 
 def timed(fn):
@@ -416,26 +416,32 @@ class Case:
 def measure(case, args, with_torch):
     """Interleaved repetitions of the jobs; best and median time of each, in seconds.
 
-    A round runs each torch job once and ifa `per_round` times in a row. torch's jobs take 10 to
-    100 times longer than ifa's, so with one ifa call per round a shape whose torch jobs take half
-    a second left ifa three or four calls within the budget: a best of three on a host whose speed
-    swings by up to 2x, where shapes with fast torch jobs got up to --max-reps. Measured, that alone
-    put int8 shapes 10-20% below the C program (docs/benchmarks.md). per_round aims at ifa taking
-    IFA_SHARE_OF_ROUND of a round (at most IFA_CALLS_PER_ROUND calls), so every shape gets many."""
+    A round runs a burst of ifa calls, then each torch job once. A burst lasts at least
+    IFA_BURST_S: after other work (torch's jobs, or even a matmul on both cores) this shared host
+    runs memory-bound calls up to 1.4x slower for the next 2-10 ms, and torch's jobs (1-3000 ms
+    each) spend most of their time past that ramp while short ifa calls would spend all of theirs
+    inside it (docs/benchmarks.md, *Noise*). The earlier rule, ifa an eighth of a round and at
+    most 8 calls, gave a 0.5 ms call three calls per round, all inside the ramp. The first call
+    of every burst, the one that follows torch's jobs, is also kept apart ("ifa_first")."""
     jobs = [("ifa", case.run_ifa)]
     if with_torch:
         jobs += [("torch_gather", case.run_torch_gather), ("torch_contig", case.run_torch_contig)]
     times = {name: [] for name, _ in jobs}
-    first = {name: timed(lambda: fn(0)) for name, fn in jobs}  # warm-up: one call of each
-    torch_round = sum(t for name, t in first.items() if name != "ifa")
-    per_round = int(IFA_SHARE_OF_ROUND * torch_round / max(first["ifa"], 1e-6))
-    per_round = max(1, min(IFA_CALLS_PER_ROUND, per_round))
+    times["ifa_first"] = []
+    for _, fn in jobs:  # warm-up: one call of each
+        fn(0)
     start, rep, calls = time.perf_counter(), 0, 0
     while rep < args.max_reps:
         for name, fn in jobs:
-            for _ in range(per_round if name == "ifa" else 1):
+            burst_end = time.perf_counter() + IFA_BURST_S
+            for i in range(IFA_BURST_CALLS if name == "ifa" else 1):
                 calls += 1
-                times[name].append(timed(lambda: fn(calls)))
+                t = timed(lambda: fn(calls))
+                times[name].append(t)
+                if name == "ifa" and i == 0:
+                    times["ifa_first"].append(t)
+                if time.perf_counter() >= burst_end:
+                    break
         rep += 1
         if rep >= args.min_reps and time.perf_counter() - start > args.budget:
             break
@@ -462,6 +468,7 @@ def run_shape(shape, args, threads, machine):
             r["max_abs_diff_vs_torch"] = check(case)
         res = measure(case, args, not args.no_torch)
         r["time_s"], r["time_median_s"], r["reps"] = res["ifa"]
+        r["time_first_s"], r["time_first_median_s"], r["bursts"] = res["ifa_first"]
         for k in ("torch_gather", "torch_contig"):
             if k in res:
                 r[k + "_s"], r[k + "_median_s"], _ = res[k]
@@ -667,15 +674,18 @@ def markdown(data):
            f"{m.get('bandwidth_gbps_start', m['bandwidth_gbps']):.1f} GB/s before the shapes and "
            f"{m.get('bandwidth_gbps_end', m['bandwidth_gbps']):.1f} after (1 GiB probes); {frac}. "
            f"Fixed cost of one Python call (L=16): best {data['fixed_cost_us']['best']:.1f} µs.", ""]
-    out.append("| model | B | L | bs | KV | sparse | cache | KV MiB | ifa ms | GB/s | bw | roof | "
+    out.append("ifa ms is the best call; first ms the best of the calls that came right after torch's "
+               "jobs (the first of each burst, see *Noise*).")
+    out.append("")
+    out.append("| model | B | L | bs | KV | sparse | cache | KV MiB | ifa ms | first ms | GB/s | bw | roof | "
                "gather+SDPA ms | x | SDPA contig ms | x |")
-    out.append("|---|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("|---|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in data["results"]:
         if not r.get("ok"):
             out.append(f"| {r['model']} | {r['batch']} | {r['seq_len']} | {r['block_size']} | "
                        f"{r['dtype_short']} | {r['sparsity']} | {r.get('cache', '3d')} | "
                        f"{r.get('error', 'failed')} |"
-                       + " |" * 8)
+                       + " |" * 9)
             continue
         t = ""
         if "torch_gather_s" in r:
@@ -683,10 +693,11 @@ def markdown(data):
                  f"{r['torch_contig_s'] * 1e3:.3f} | {r['speedup_vs_torch_contig']:.2f} |")
         else:
             t = " | | | |"
+        first = f"{r['time_first_s'] * 1e3:.3f}" if "time_first_s" in r else ""
         out.append(f"| {r['model']} | {r['batch']} | {r['seq_len']} | {r['block_size']} | "
                    f"{r['dtype_short']} | {r['sparsity']} | {r.get('cache', '3d')} | "
                    f"{r['kv_bytes'] / 2**20:.1f} | "
-                   f"{r['time_s'] * 1e3:.3f} | {r['gbps']:.2f} | {r['bw_fraction']:.2f} | "
+                   f"{r['time_s'] * 1e3:.3f} | {first} | {r['gbps']:.2f} | {r['bw_fraction']:.2f} | "
                    f"{r['roofline_fraction']:.2f} | {t}")
     out += ["", "| goal | target | met | worst | median | shapes met |", "|---|---|---|---:|---:|---:|"]
     for g in data["goals"]:
@@ -814,7 +825,8 @@ def main(argv=None):
     print(HEADER)
     # Passes: the whole grid again, round-robin, so a slow phase of the host hits different
     # shapes in different passes; each shape keeps its best ifa time (with the probes around that
-    # pass) and torch's best times, all from interleaved repetitions.
+    # pass) and torch's best times (and its own best first call), all from interleaved
+    # repetitions.
     results, probes = [None] * len(shapes), [local()]
     t_start = time.perf_counter()
     for pass_no in range(args.passes):
@@ -827,7 +839,8 @@ def main(argv=None):
             probes.append(local())
             best = results[i]
             if best is not None and best.get("ok") and r.get("ok"):
-                for k in ("torch_gather_s", "torch_contig_s"):  # torch keeps its best of all passes
+                # torch and ifa's first calls keep their best of all passes
+                for k in ("torch_gather_s", "torch_contig_s", "time_first_s"):
                     if k in best and k in r:
                         r[k] = best[k] = min(r[k], best[k])
             if r.get("ok"):
