@@ -40,6 +40,14 @@ def custom_ops_mod():
 
 
 @pytest.fixture
+def restore_threads(custom_ops_mod):
+    """custom_ops, with its thread count restored after the test."""
+    n = custom_ops_mod.get_num_threads()
+    yield custom_ops_mod
+    custom_ops_mod.set_num_threads(n)
+
+
+@pytest.fixture
 def need_torch():
     if not has_torch():
         pytest.skip("torch is not installed (needed for bfloat16 / torch tensors)")

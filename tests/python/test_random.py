@@ -107,23 +107,18 @@ def test_long_sequences(seed):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_short_calls_split_tokens(seed):
+def test_short_calls_split_tokens(restore_threads, seed):
     """B = 1, 512 to 1023 tokens, 16-bit KV whose heads of a token sit side by side, two threads:
     plan.c cuts the tokens in two chunks of at least 256, not the heads in two groups (the sparse
     form of the last seed keeps the heads split)."""
-    import custom_ops
     s = 125000 + seed
     form = ["paged3", "contig", "list", "paged3", "paged3", "pagedpos3"][seed]  # pagedpos3: heads split
     dm = ["float16", "bfloat16", "float16", "bfloat16", "float16", "bfloat16"][seed]
     layout = "BSH" if seed % 2 == 0 else "BSND"
     case = random_case(s, layout=layout, form=form, B=1, KVN=4, G=2, D=64, bs=16,
                        lens=[512 + 97 * seed], **_dmode(dm))
-    threads = custom_ops.get_num_threads()
-    custom_ops.set_num_threads(2)
-    try:
-        check_case(case, "torch")
-    finally:
-        custom_ops.set_num_threads(threads)
+    restore_threads.set_num_threads(2)
+    check_case(case, "torch")
 
 
 @pytest.mark.parametrize("seed", range(150))

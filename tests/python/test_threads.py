@@ -26,13 +26,6 @@ def _cases():
     return out
 
 
-@pytest.fixture
-def restore_threads(custom_ops_mod):
-    n = custom_ops_mod.get_num_threads()
-    yield custom_ops_mod
-    custom_ops_mod.set_num_threads(n)
-
-
 def test_set_get_num_threads(restore_threads):
     co = restore_threads
     for n in (1, 2, 3):
