@@ -12,13 +12,20 @@
  *   3d-random   (blocks, bs, KVN*D) pages: a head's rows are 256 bytes every 2 KiB; random pages
  *               (a block table scatters them), heads in turn, as a 1/8 selection reads them;
  *   4d-random   (blocks, KVN, bs, D) pages: a head's rows are one 4 KiB run; random pages;
- *   4d-ordered  the same runs, pages in address order: a dense read in 4 KiB pieces.
+ *   4d-ordered  the same runs, pages in address order: a dense read in 4 KiB pieces;
+ *   3d-sorted,  the units of a tile in address order instead of heads in turn: each group of 2048
+ *   4d-sorted   units (8 heads x 256 pages, a 1/8 selection) draws its pages from a stretch of
+ *               `spread` pages of the pool and is sorted by (page, head), so heads that chose
+ *               the same page read it one after the other. `spread` = the whole pool (32768)
+ *               is how a block table scatters a sequence's pages; 2048 crowds a tile's pages
+ *               into 64 MiB.
  *
  * Each pattern reads 128 MiB per repetition (best of 3), the patterns alternate every round.
  * Build and run:
  *
  *   gcc -O2 -march=native -pthread bench/probes/sparse_pattern.c -o /tmp/sparse_pattern
- *   /tmp/sparse_pattern 6 [dist]     (rounds; units ahead, default 8)
+ *   /tmp/sparse_pattern 6 [dist] [spread]   (rounds; units ahead, default 8; pages a sorted
+ *                                             group draws from, default the whole pool)
  *
  * Measured 2026-11-27 (docs/benchmarks.md, twelfth session), GB/s of K and V, two threads:
  * 8 units ahead (7 rounds in two runs): 3d-random 18-28, 4d-random 20-35, 4d-ordered 39-47;
@@ -26,6 +33,12 @@
  * first version that prefetched each unit at once, 2-8 units ahead, 3d 24-31, 4d-random 27-37,
  * 4d-ordered 34-51. Whatever the distance, the sparse 3-D pattern read 0.45-0.75 of an ordered
  * read of the same bytes in the same minutes, with no arithmetic at all.
+ *
+ * Thirteenth session, sorted units against random ones, the ratio of GB/s in the same round
+ * (rounds after the first, whose first pattern reads low while the machine settles): spread =
+ * the whole pool, 4 rounds in two runs: 3-D 0.99-1.00, 4-D 0.95-1.08 (nothing). Spread 2048 (a
+ * tile's pages within 64 MiB), 9 rounds in three runs: 3-D 0.92-1.6, 4-D 0.98-1.4. Sorting helps
+ * only pages that lie close together, and a block table does not put them there.
  */
 #include <immintrin.h>
 #include <pthread.h>
@@ -40,12 +53,14 @@
 #define HEADS 8
 #define UNITS_PER_REP 16384 /* units of 8 KiB (4 KiB of K, 4 of V): 128 MiB per repetition */
 
-enum pattern { RANDOM_3D, RANDOM_4D, ORDERED_4D, PATTERNS };
-static const char *const names[PATTERNS] = {"3d-random", "4d-random", "4d-ordered"};
+enum pattern { RANDOM_3D, RANDOM_4D, ORDERED_4D, SORTED_3D, SORTED_4D, PATTERNS };
+static const char *const names[PATTERNS] = {"3d-random", "4d-random", "4d-ordered", "3d-sorted", "4d-sorted"};
+#define SORTED_GROUP 2048 /* units of one tile: 8 heads x 256 pages */
 
 static char *kbase, *vbase;
 static size_t pages;
 static int dist = 8;
+static size_t spread; /* pages a sorted group draws from (0: the whole pool) */
 
 typedef struct job {
     enum pattern pattern;
@@ -62,7 +77,8 @@ static double now(void) {
 
 static const char *row(const char *base, enum pattern p, int page, int head, int r) {
     const char *pg = base + (size_t)page * PAGE_BYTES;
-    return p == RANDOM_3D ? pg + r * (HEADS * 256) + head * 256 : pg + head * (ROWS * 256) + r * 256;
+    return p == RANDOM_3D || p == SORTED_3D ? pg + r * (HEADS * 256) + head * 256
+                                            : pg + head * (ROWS * 256) + r * 256;
 }
 
 /* Share s (of ROWS) of a unit's 128 lines: K's rows 0-15 then V's, 8 lines per share. */
@@ -70,6 +86,27 @@ static void prefetch_share(enum pattern p, int page, int head, int s) {
     const char *base = s < ROWS / 2 ? kbase : vbase;
     for (int r = 2 * (s % (ROWS / 2)); r < 2 * (s % (ROWS / 2)) + 2; r++)
         for (int l = 0; l < 4; l++) _mm_prefetch(row(base, p, page, head, r) + 64 * l, _MM_HINT_T0);
+}
+
+/* One sorted group: SORTED_GROUP units on random pages of a stretch of `spread` pages, heads in
+ * turn, then sorted by (page, head) (insertion sort: the group is small and this is setup). */
+static void make_sorted_group(int *page, int *head) {
+    const size_t width = spread > 0 && spread < pages ? spread : pages;
+    const size_t base = (size_t)rand() % (pages - width + 1);
+    for (int u = 0; u < SORTED_GROUP; u++) {
+        page[u] = (int)(base + (size_t)rand() % width);
+        head[u] = u % HEADS;
+    }
+    for (int a = 1; a < SORTED_GROUP; a++) {
+        const int pk = page[a], hk = head[a];
+        int b = a - 1;
+        for (; b >= 0 && (page[b] > pk || (page[b] == pk && head[b] > hk)); b--) {
+            page[b + 1] = page[b];
+            head[b + 1] = head[b];
+        }
+        page[b + 1] = pk;
+        head[b + 1] = hk;
+    }
 }
 
 static void *run(void *arg) {
@@ -93,6 +130,7 @@ static void *run(void *arg) {
 int main(int argc, char **argv) {
     const int rounds = argc > 1 ? atoi(argv[1]) : 4;
     if (argc > 2) dist = atoi(argv[2]);
+    if (argc > 3) spread = (size_t)atol(argv[3]);
     const size_t bytes = (size_t)1 << 30;
     pages = bytes / PAGE_BYTES;
     kbase = aligned_alloc(1 << 21, bytes);
@@ -108,11 +146,14 @@ int main(int argc, char **argv) {
     for (int r = 0; r < rounds; r++) {
         for (int p = 0; p < PATTERNS; p++) {
             for (int t = 0; t < 2; t++)
-                for (int u = 0; u < per_thread; u++) {
-                    head[t][u] = u % HEADS;
-                    page[t][u] = p == ORDERED_4D ? (int)(((size_t)t * per_thread + u) / HEADS % pages)
-                                                 : (int)((size_t)rand() % pages);
-                }
+                if (p == SORTED_3D || p == SORTED_4D)
+                    for (int u = 0; u < per_thread; u += SORTED_GROUP) make_sorted_group(page[t] + u, head[t] + u);
+                else
+                    for (int u = 0; u < per_thread; u++) {
+                        head[t][u] = u % HEADS;
+                        page[t][u] = p == ORDERED_4D ? (int)(((size_t)t * per_thread + u) / HEADS % pages)
+                                                     : (int)((size_t)rand() % pages);
+                    }
             double best = 1e30;
             for (int rep = 0; rep < 3; rep++) {
                 job jobs[2];
