@@ -25,14 +25,17 @@
  *   gcc -O3 -march=native bench/probes/qk_head_lanes.c -o /tmp/qk_head_lanes -lm
  *   /tmp/qk_head_lanes
  *
- * Measured 2026-11-27 (thirteenth session, four runs): rows-in-lanes 10.9-11.5 ns per row,
- * head-lanes 10.4-10.9, head-lanes with K already float32 8.5-8.6 (the FMAs alone: 7.8). Mixes:
- * FMAs alone 8.1-8.3 cycles; a 64-bit broadcast load per FMA 8.1-8.3 (free); 4 VCVTPH2PS 8.4-8.7;
- * 2 VSHUFF32X4 8.1-8.5; both 9.1-9.3 (they share a pipe, as the library's tree and conversions
- * do); 2 stores 8.6-8.7; 2 VCVTPH2PS whose results are stored 11.2-11.4. So head-lanes loses its
- * gain to the float32 buffer: converting K and storing it costs 2.2 ns of its 10.7 per row. A
- * qk 2-4% faster is 1-2% of a call at G = 8, within the noise of an A/B run: the library keeps
- * rows-in-lanes.
+ * Measured 2026-11-27 (thirteenth session, five runs): rows-in-lanes 10.8-11.5 ns per row,
+ * head-lanes 10.4-10.9, head-lanes with K already float32 8.4-8.7 (the FMAs alone: 7.8). Mixes:
+ * FMAs alone 8.0-8.2 cycles; a 64-bit broadcast load per FMA 8.0-8.1 (free); 4 VCVTPH2PS
+ * 8.3-8.4; 2 VSHUFF32X4 8.1-8.2; both 8.9-9.1 (they contend, as the library's conversions and
+ * tree do); 2 stores 8.6-8.8; 2 VCVTPH2PS whose results are stored 8.0-8.2. The instructions
+ * that convert K into head-lanes' buffer are nearly free in the mix, yet the form loses 2 ns
+ * per row to them (also with the conversion unrolled one row per 4 steps, and with 64-row calls:
+ * 10.3-10.5); where that goes is not understood. Nor is it the tree's shuffles alone that slow
+ * rows-in-lanes: its tree with the levels swapped (6 VSHUFF32X4 per head and 16 rows instead of
+ * 24, the rest in-lane) ran 10.7-11.0 against 11.0. A qk 2-4% faster is 1-2% of a call at G = 8,
+ * within the noise of an A/B run: the library keeps rows-in-lanes.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -221,7 +224,7 @@ INL double mix(const int kind) {
                 s1 = _mm512_shuffle_f32x4(s1, m, 0xb1);
             }
             for (int i = 0; i < 16; i += 4) __asm__ volatile("" : "+v"(a[i]), "+v"(a[i + 1]), "+v"(a[i + 2]), "+v"(a[i + 3]));
-            __asm__ volatile("" : "+v"(s0), "+v"(s1));
+            if (kind == 3 || kind == 4) __asm__ volatile("" : "+v"(s0), "+v"(s1)); /* else GCC spills them */
         }
         const double t = now() - t0;
         if (t < best) best = t;
