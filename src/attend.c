@@ -137,11 +137,6 @@ static ifa__kv_kind kv_kind(ifa_dtype d) {
     }
 }
 
-static float load_view(const ifa__view3 *v, int64_t i0, int64_t i1, int64_t i2) {
-    const char *p = v->data + (i0 * v->s0 + i1 * v->s1 + i2 * v->s2) * (int64_t)ifa_dtype_size(v->dtype);
-    return (float)ifa__load_as_double(p, v->dtype);
-}
-
 /* Row (i0, i1, .) of a view into dst[0..n) as float32. */
 static void load_view_row(const ifa__kernel_table *kt, const ifa__view3 *v, int64_t i0, int64_t i1, int64_t n,
                           float *dst) {
@@ -220,33 +215,94 @@ static int drop_constant_bias(const ifa__problem *pb, float *scratch, int64_t nh
     return 1;
 }
 
-/* Step 2 for one chunk: raw scores -> final scores, in place. */
-static void finish_scores(const ifa__problem *pb, int64_t b, int64_t h, const int64_t *pos, int64_t n,
-                          const float *bias, const float *qsum, float *s, int64_t ld) {
+/* The runs of consecutive positions of a chunk (a page's tokens, and across pages in the dense
+ * forms): run r is positions pos[start[r]] .. pos[start[r + 1] - 1]. Returns the number of runs;
+ * start has room for n + 1 entries. */
+static int64_t position_runs(const int64_t *pos, int64_t n, int64_t *start) {
+    int64_t runs = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (i == 0 || pos[i] != pos[i - 1] + 1) start[runs++] = i;
+    start[runs] = n;
+    return runs;
+}
+
+/* v[i0][i1][pos[i]] for the n positions of a chunk, as float32. A run of consecutive positions
+ * is one strided row of the view, converted by the row loader (the kernel table's for float16)
+ * instead of element by element. Element by element, pse_shift made calls 1.5-2.8x slower and
+ * per-token antiquant 4-5.5x; a run at a time, 1.0-1.15x and 1.2-1.26x (bench/params_bench.py). */
+static void load_view_at(const ifa__kernel_table *kt, const ifa__view3 *v, int64_t i0, int64_t i1,
+                         const int64_t *pos, const int64_t *start, int64_t runs, float *dst) {
+    const int64_t es = (int64_t)ifa_dtype_size(v->dtype);
+    const char *row = v->data + (i0 * v->s0 + i1 * v->s1) * es;
+    for (int64_t r = 0; r < runs; r++) {
+        const int64_t i = start[r];
+        ifa__load_row_f32_simd(kt, row + pos[i] * v->s2 * es, v->dtype, v->s2, start[r + 1] - i, dst + i);
+    }
+}
+
+/* Prefetches v[i0][i1][last + 1 .. last + n], where the next chunk's positions are when they
+ * continue this one's (the dense forms). A tile reads the pse rows of all its G * heads query
+ * heads side by side, too many streams for the hardware prefetchers: without this, each chunk's
+ * pse waited on memory. Measured (bench/params_bench.py, A/B of builds, 4 rounds), pse against
+ * the call without it: Llama-3-8B int8 B=1 L=32K 1.26x -> 1.12x, Llama-3-70B 1.25x -> 1.14-1.17x. */
+static void prefetch_view_after(const ifa__view3 *v, int64_t i0, int64_t i1, int64_t last, int64_t n) {
+    if (v->s2 != 1) return;
+    const int64_t es = (int64_t)ifa_dtype_size(v->dtype);
+    const char *from = v->data + (i0 * v->s0 + i1 * v->s1 + (last + 1)) * es;
+    for (int64_t off = 0; off < n * es; off += 64) __builtin_prefetch(from + off, 0, 3);
+}
+
+/* Step 2 for one chunk: raw scores -> final scores, in place. What depends on the position only
+ * (per-token antiquant, the mask) is loaded once for the G heads. */
+static void finish_scores(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h,
+                          const int64_t *pos, int64_t n, const float *bias, const float *qsum, float *s, int64_t ld) {
     const int64_t G = pb->G;
     const float scale = score_scale(pb);
+    int64_t start[IFA__CHUNK_ROWS + 1];
+    const int64_t runs = position_runs(pos, n, start);
+    float c[IFA__CHUNK_ROWS], o[IFA__CHUNK_ROWS], pse[IFA__CHUNK_ROWS];
+    if (pb->aq == IFA__AQ_PER_TOKEN) {
+        load_view_at(kt, &pb->aq_scale, 0, b, pos, start, runs, c);
+        if (pb->aq_offset.data)
+            load_view_at(kt, &pb->aq_offset, 0, b, pos, start, runs, o);
+        else
+            memset(o, 0, sizeof o);
+    }
     for (int64_t g = 0; g < G; g++) {
         float *sg = s + g * ld;
         if (pb->aq == IFA__AQ_PER_TOKEN) {
-            for (int64_t i = 0; i < n; i++) {
-                const float c = load_view(&pb->aq_scale, 0, b, pos[i]);
-                const float o = pb->aq_offset.data ? load_view(&pb->aq_offset, 0, b, pos[i]) : 0.0f;
-                sg[i] = scale * (c * (sg[i] + o * qsum[g]));
-            }
+            for (int64_t i = 0; i < n; i++) sg[i] = scale * (c[i] * (sg[i] + o[i] * qsum[g]));
         } else if (bias[g] != 0.0f) {
             for (int64_t i = 0; i < n; i++) sg[i] += bias[g];
         }
         if (pb->has_pse) {
-            const int64_t head = h * G + g;
-            for (int64_t i = 0; i < n; i++) sg[i] += load_view(&pb->pse, b, head, pos[i]);
+            load_view_at(kt, &pb->pse, b, h * G + g, pos, start, runs, pse);
+            for (int64_t i = 0; i < n; i++) sg[i] += pse[i];
+            prefetch_view_after(&pb->pse, b, h * G + g, pos[n - 1], n);
         }
     }
     if (pb->has_mask) {
-        for (int64_t i = 0; i < n; i++) {
-            const char *m = pb->mask.data + b * pb->mask.s0 + pos[i] * pb->mask.s1;
-            if (*m != 0)
-                for (int64_t g = 0; g < G; g++) s[g * ld + i] = -1e12f;
+        /* The masked positions listed without a branch per position (a random mask would
+         * mispredict it), then their G scores replaced. Any nonzero byte masks. */
+        const char *row = pb->mask.data + b * pb->mask.s0;
+        const int64_t s1 = pb->mask.s1;
+        int64_t masked[IFA__CHUNK_ROWS], count = 0;
+        for (int64_t r = 0; r < runs; r++) {
+            const char *m = row + pos[start[r]] * s1;
+            for (int64_t i = start[r], end = start[r + 1]; i < end;) {
+                uint64_t w;
+                if (s1 == 1 && i + 8 <= end && (memcpy(&w, m, sizeof w), w == 0)) {
+                    i += 8; /* eight unmasked positions at once (a padding mask is mostly these) */
+                    m += 8;
+                    continue;
+                }
+                masked[count] = i++;
+                count += *m != 0;
+                m += s1;
+            }
         }
+        for (int64_t k = 0; k < count; k++)
+            for (int64_t g = 0; g < G; g++) s[g * ld + masked[k]] = -1e12f;
     }
 }
 
@@ -257,6 +313,16 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
     const int64_t G = pb->G, D = pb->D;
     float *m = ifa__state_m(state, G), *l = ifa__state_l(state, G), *voff = ifa__state_voff(state, G);
     kt->softmax(s, ld, G, n, m, l, alpha);
+    float c[IFA__CHUNK_ROWS], o[IFA__CHUNK_ROWS]; /* per-token antiquant of V, loaded once for the G heads */
+    if (pb->aq == IFA__AQ_PER_TOKEN && !pb->full_quant) {
+        int64_t start[IFA__CHUNK_ROWS + 1];
+        const int64_t runs = position_runs(pos, n, start);
+        load_view_at(kt, &pb->aq_scale, 1, b, pos, start, runs, c);
+        if (pb->aq_offset.data)
+            load_view_at(kt, &pb->aq_offset, 1, b, pos, start, runs, o);
+        else
+            memset(o, 0, sizeof o);
+    }
     float *seen = ifa__state_seen(state, G);
     for (int64_t g = 0; g < G; g++) {
         seen[g] = 1.0f;
@@ -269,14 +335,19 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
         if (pb->full_quant) {
             for (int64_t i = 0; i < n; i++) sg[i] = (float)ifa__sat_round_int8((double)sg[i] * pb->quant_scale1);
         } else if (pb->aq == IFA__AQ_PER_TOKEN) {
-            float off_sum = 0.0f;
-            for (int64_t i = 0; i < n; i++) {
-                const float c = load_view(&pb->aq_scale, 1, b, pos[i]);
-                const float o = pb->aq_offset.data ? load_view(&pb->aq_offset, 1, b, pos[i]) : 0.0f;
-                sg[i] *= c;
-                off_sum += sg[i] * o;
+            /* Eight partial sums: one chain of n dependent adds cost an int8 call 1.2x its time. */
+            float part[8] = {0.0f};
+            int64_t i = 0;
+            for (; i + 8 <= n; i += 8)
+                for (int k = 0; k < 8; k++) {
+                    sg[i + k] *= c[i + k];
+                    part[k] += sg[i + k] * o[i + k];
+                }
+            for (; i < n; i++) {
+                sg[i] *= c[i];
+                part[0] += sg[i] * o[i];
             }
-            voff[g] += off_sum;
+            voff[g] += ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
         }
     }
 }
@@ -468,7 +539,7 @@ static void full_quant_max(const ifa__problem *pb, const ifa__kernel_table *kt, 
         if (u->n == 0) continue;
         const ifa__kernel_table *kk = kt->needs_unit_d_stride && u->k_d != 1 ? &ifa__kernels_ref : kt;
         kk->qk[IFA__KV_I8](qp, G, D, u->k, u->k_d, u->n, s, ld, IFA__NO_PREFETCH);
-        if (finish) finish_scores(pb, b, h, u->pos, u->n, bias, qsum, s, ld);
+        if (finish) finish_scores(pb, kt, b, h, u->pos, u->n, bias, qsum, s, ld);
         for (int64_t g = 0; g < G; g++)
             for (int64_t i = 0; i < u->n; i++) m[g] = s[g * ld + i] > m[g] ? s[g * ld + i] : m[g];
     }
@@ -503,7 +574,7 @@ static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, ifa__p
         kt->qk_i8_q16(q16, qscale, G, D, u->k, u->n, s, ld, pk);
     else
         kk->qk[c->kind](qp, G, D, u->k, u->k_d, u->n, s, ld, pk);
-    if (c->finish) finish_scores(pb, c->b, h, u->pos, u->n, bias, qsum, s, ld);
+    if (c->finish) finish_scores(pb, kt, c->b, h, u->pos, u->n, bias, qsum, s, ld);
     softmax_update(pb, kt, c->b, u->pos, u->n, s, ld, state, c->alpha);
     if (c->pv_q16 && u->v_d == 1)
         kt->pv_i8_q16(s, ld, G, D, u->v, u->n, ifa__state_acc(state, G), pv);

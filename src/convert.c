@@ -129,6 +129,8 @@ void ifa__load_row_f32_simd(const ifa__kernel_table *kt, const void *p, ifa_dtyp
                             float *dst) {
     if (dtype == IFA_DTYPE_FLOAT16 && stride == 1)
         kt->f16_to_f32(p, n, dst);
+    else if (dtype == IFA_DTYPE_FLOAT32 && stride == 1) /* the strided loop copies one by one */
+        memcpy(dst, p, sizeof(float) * (size_t)n);
     else
         ifa__load_row_f32(p, dtype, stride, n, dst);
 }

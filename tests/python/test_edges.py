@@ -443,6 +443,44 @@ def test_per_token_antiquant_every_form(form):
     check_case(case)
 
 
+def _sparse_mask(shape, period, phase):
+    """Long unmasked stretches with single masked positions at every offset within a word of 8
+    (the library skips 8 unmasked mask bytes at a time), and one masked stretch."""
+    m = np.zeros(shape, dtype=np.uint8)
+    flat = m.reshape(-1, shape[-1])
+    for r in range(flat.shape[0]):
+        flat[r, (np.arange(shape[-1]) % period) == (phase + r) % period] = 255
+        flat[r, 40:52] = 2
+    return m
+
+
+@pytest.mark.parametrize("bs", [3, 16])
+@pytest.mark.parametrize("form", ["pagedpos3", "pagedpos4", "paged3"])
+def test_chunk_positions_in_runs(form, bs):
+    """pse, mask and per-token antiquant are read a run of consecutive positions at a time: runs
+    broken by pages the heads did not select (sparse), by small pages, and chunks longer than
+    a page, against the golden."""
+    case = make_case(_rng(43 + bs), layout="BNSD", form=form, qdtype="float16", kvdtype="int8", B=2,
+                     KVN=2, G=3, D=32, lens=[190, 77], bs=bs, antiquant="token", pse="B",
+                     mask="(B,S)", hole_prob=0.4)
+    case.inputs["attention_mask"] = _sparse_mask(case.inputs["attention_mask"].shape, 11, bs)
+    check_case(case)
+
+
+@pytest.mark.parametrize("kind", ["stride2", "permuted"])
+@pytest.mark.parametrize("which", ["antiquant_scale", "antiquant_offset", "pse_shift", "attention_mask"])
+def test_position_parameters_non_contiguous(which, kind):
+    """Per-position parameters with strides along the position: the strided row loads."""
+    case = make_case(_rng(44), layout="BNSD", form="paged4", qdtype="float16", kvdtype="int8", B=2,
+                     KVN=2, G=2, D=32, lens=[100, 61], bs=16, antiquant="token", pse="B",
+                     mask="(B,1,S)", mask_dtype="int8")
+    case.inputs["attention_mask"] = _sparse_mask(case.inputs["attention_mask"].shape, 9, 4).astype(np.int8)
+    gold = case.golden()
+    kw = case.kwargs("torch")
+    kw[which] = _noncontig(kw[which], kind)
+    assert_matches(case, op()(**kw), gold)
+
+
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_result_is_a_new_buffer(backend):
     case = make_case(_rng(42), layout="BSH", form="contig", qdtype="float32", B=1, KVN=1, D=16,

@@ -1,0 +1,115 @@
+"""What the optional per-position parameters cost: pse_shift, attention_mask and per-token
+antiquant, each against the same call without it.
+
+    python bench/params_bench.py [--rounds 3] [--calls 25] [--quick]
+
+Each shape is built once with and without the parameter; the variants alternate round after
+round and each keeps its best call (the host's speed swings, see docs/benchmarks.md, *Noise*).
+The cache is warm (one copy, reused), so the ratios show the work a parameter adds rather than
+DRAM. The parameters read S' values per batch and query head (pse), per batch (mask, per-token
+scale and offset): 2-6% of the KV bytes of these shapes.
+
+Variants: pse (float16, (B, N, 1, S')), mask10 (bool, 10% of the positions at random), maskpad
+(the first 5% of the positions masked, as left padding is), pt (int8 KV with per-token scale and
+offset, (2, B, S') float32, antiquant_mode=1).
+"""
+
+import argparse
+import time
+
+import torch
+
+import custom_ops
+
+SENTINEL = 0x7FFFFFFF
+MODELS = {"llama3-8b": (32, 8, 128), "llama3-70b": (64, 8, 128)}
+
+
+def make_call(model, B, L, bs, kv, variant, sparse=1, four=False, seed=0):
+    """The operator call of one shape and variant, its inputs bound."""
+    g = torch.Generator().manual_seed(seed)
+    N, KVN, D = MODELS[model]
+    M = L // bs
+    nb = B * M
+    q = torch.randn(B, N, 1, D, generator=g).half()
+    shape = (nb, KVN, bs, D) if four else (nb, bs, KVN * D)
+    if kv == "fp16":
+        k = torch.randn(*shape, generator=g).half()
+        v = torch.randn(*shape, generator=g).half()
+    else:
+        k = torch.randint(-100, 100, shape, generator=g, dtype=torch.int8)
+        v = torch.randint(-100, 100, shape, generator=g, dtype=torch.int8)
+    table = torch.randperm(nb, generator=g).int().view(B, M)
+    bpos, lengths = None, [L] * B
+    if sparse > 1:
+        sel = M // sparse
+        bpos = torch.full((B, KVN, M), SENTINEL, dtype=torch.int32)
+        for b in range(B):
+            for h in range(KVN):
+                bpos[b, h, :sel] = torch.randperm(M, generator=g)[:sel].sort().values.int()
+        lengths = [sel * bs] * B
+    pse = torch.randn(B, N, 1, L, generator=g).half() if variant == "pse" else None
+    mask = None
+    if variant == "mask10":
+        mask = torch.rand(B, L, generator=g) < 0.1
+    elif variant == "maskpad":
+        mask = torch.zeros(B, L, dtype=torch.bool)
+        mask[:, : L // 20] = True
+    aq_scale = aq_offset = None
+    extra = {}
+    if kv == "int8":
+        if variant == "pt":
+            aq_scale = torch.rand(2, B, L, generator=g) * 0.02
+            aq_offset = torch.randn(2, B, L, generator=g)
+            extra["antiquant_mode"] = 1
+        else:
+            aq_scale = torch.tensor([0.01, 0.01], dtype=torch.float16)
+
+    def call():
+        return custom_ops.incre_flash_attention_v5(
+            q, [k], [v], pse, mask, lengths, None, None, None, None, None, aq_scale, aq_offset,
+            table, None, bpos, N, 1.0 / D ** 0.5, "BNSD", KVN, bs, 1, **extra)
+
+    return call
+
+
+def shapes(quick):
+    """(label, make_call arguments, variants) of the shapes measured."""
+    out = [
+        ("llama3-8b B=4 L=4K fp16", ("llama3-8b", 4, 4096, 128, "fp16"), {}, ["pse", "mask10", "maskpad"]),
+        ("llama3-70b B=4 L=4K fp16", ("llama3-70b", 4, 4096, 128, "fp16"), {}, ["pse", "mask10", "maskpad"]),
+        ("llama3-8b B=1 L=32K int8", ("llama3-8b", 1, 32768, 128, "int8"), {}, ["pse", "mask10", "pt"]),
+        ("llama3-70b B=4 L=4K int8", ("llama3-70b", 4, 4096, 128, "int8"), {}, ["pse", "pt"]),
+        ("llama3-8b B=4 L=32K fp16 1/8 bs16 3-D", ("llama3-8b", 4, 32768, 16, "fp16"), dict(sparse=8), ["pse"]),
+        ("llama3-8b B=4 L=32K fp16 1/8 bs128 4-D", ("llama3-8b", 4, 32768, 128, "fp16"),
+         dict(sparse=8, four=True), ["pse"]),
+    ]
+    return out[:2] if quick else out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--calls", type=int, default=25, help="calls per variant and round (best counts)")
+    ap.add_argument("--quick", action="store_true", help="two shapes")
+    a = ap.parse_args()
+    print(f"# isa {custom_ops.isa()}, {custom_ops.get_num_threads()} threads; best call in ms, and "
+          f"its ratio to the call without the parameter")
+    for label, args, kw, variants in shapes(a.quick):
+        calls = {v: make_call(*args, variant=v, **kw) for v in ["plain"] + variants}
+        best = {v: float("inf") for v in calls}
+        for _ in range(a.rounds):
+            for v, call in calls.items():
+                for _ in range(3):
+                    call()
+                for _ in range(a.calls):
+                    t = time.perf_counter()
+                    call()
+                    best[v] = min(best[v], time.perf_counter() - t)
+        cells = [f"plain {best['plain'] * 1e3:.3f}"]
+        cells += [f"{v} {best[v] * 1e3:.3f} ({best[v] / best['plain']:.2f}x)" for v in variants]
+        print(f"{label:40s} " + "  ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
