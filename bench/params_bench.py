@@ -1,5 +1,6 @@
 """What the optional per-position parameters cost: pse_shift, attention_mask and per-token
-antiquant, each against the same call without it.
+antiquant, each against the same call without it; and full quantisation (an int8 query) against
+the same call with a float16 query.
 
     python bench/params_bench.py [--rounds 3] [--calls 25] [--quick]
 
@@ -11,7 +12,8 @@ scale and offset): 2-6% of the KV bytes of these shapes.
 
 Variants: pse (float16, (B, N, 1, S')), mask10 (bool, 10% of the positions at random), maskpad
 (the first 5% of the positions masked, as left padding is), pt (int8 KV with per-token scale and
-offset, (2, B, S') float32, antiquant_mode=1).
+offset, (2, B, S') float32, antiquant_mode=1), fq (int8 query, K and V: SPEC.md 7, whose exact
+quantisation of the weights needs a first pass over K for the maximum score, so 1.5x the bytes).
 """
 
 import argparse
@@ -32,6 +34,8 @@ def make_call(model, B, L, bs, kv, variant, sparse=1, four=False, seed=0):
     M = L // bs
     nb = B * M
     q = torch.randn(B, N, 1, D, generator=g).half()
+    if variant == "fq":
+        q = torch.randint(-127, 128, (B, N, 1, D), generator=g, dtype=torch.int8)
     shape = (nb, KVN, bs, D) if four else (nb, bs, KVN * D)
     if kv == "fp16":
         k = torch.randn(*shape, generator=g).half()
@@ -56,8 +60,11 @@ def make_call(model, B, L, bs, kv, variant, sparse=1, four=False, seed=0):
         mask = torch.zeros(B, L, dtype=torch.bool)
         mask[:, : L // 20] = True
     aq_scale = aq_offset = None
+    scales = [None, None, None]
     extra = {}
-    if kv == "int8":
+    if variant == "fq":
+        scales = [torch.tensor([2e-5]), torch.tensor([127.0]), torch.tensor([1e-4])]
+    elif kv == "int8":
         if variant == "pt":
             aq_scale = torch.rand(2, B, L, generator=g) * 0.02
             aq_offset = torch.randn(2, B, L, generator=g)
@@ -67,7 +74,7 @@ def make_call(model, B, L, bs, kv, variant, sparse=1, four=False, seed=0):
 
     def call():
         return custom_ops.incre_flash_attention_v5(
-            q, [k], [v], pse, mask, lengths, None, None, None, None, None, aq_scale, aq_offset,
+            q, [k], [v], pse, mask, lengths, *scales, None, None, aq_scale, aq_offset,
             table, None, bpos, N, 1.0 / D ** 0.5, "BNSD", KVN, bs, 1, **extra)
 
     return call
@@ -78,8 +85,8 @@ def shapes(quick):
     out = [
         ("llama3-8b B=4 L=4K fp16", ("llama3-8b", 4, 4096, 128, "fp16"), {}, ["pse", "mask10", "maskpad"]),
         ("llama3-70b B=4 L=4K fp16", ("llama3-70b", 4, 4096, 128, "fp16"), {}, ["pse", "mask10", "maskpad"]),
-        ("llama3-8b B=1 L=32K int8", ("llama3-8b", 1, 32768, 128, "int8"), {}, ["pse", "mask10", "pt"]),
-        ("llama3-70b B=4 L=4K int8", ("llama3-70b", 4, 4096, 128, "int8"), {}, ["pse", "pt"]),
+        ("llama3-8b B=1 L=32K int8", ("llama3-8b", 1, 32768, 128, "int8"), {}, ["pse", "mask10", "pt", "fq"]),
+        ("llama3-70b B=4 L=4K int8", ("llama3-70b", 4, 4096, 128, "int8"), {}, ["pse", "pt", "fq"]),
         ("llama3-8b B=4 L=32K fp16 1/8 bs16 3-D", ("llama3-8b", 4, 32768, 16, "fp16"), dict(sparse=8), ["pse"]),
         ("llama3-8b B=4 L=32K fp16 1/8 bs128 4-D", ("llama3-8b", 4, 32768, 128, "fp16"),
          dict(sparse=8, four=True), ["pse"]),

@@ -481,6 +481,27 @@ def test_position_parameters_non_contiguous(which, kind):
     assert_matches(case, op()(**kw), gold)
 
 
+@pytest.mark.parametrize("scale_value", [0.0, 1e-39, 1e-30, 0.09])
+@pytest.mark.parametrize("form", ["paged3", "pagedpos4", "contig"])
+def test_full_quant_score_factor(form, scale_value):
+    """Full quantisation: the integer qk recovers the int8 query from q' = scale * ds1 * q8 when
+    that factor is a normal float; zero and subnormal factors take the float qk. Several windows
+    and heads per tile (the max pass visits them with a ring of units ahead)."""
+    case = make_case(_rng(45), layout="BNSD", form=form, qdtype="int8", B=2, KVN=3, G=2, D=32,
+                     lens=[300, 130], bs=16, scale_value=scale_value, pse="B", mask="(B,S)")
+    check_case(case)
+
+
+@pytest.mark.parametrize("form", ["paged3", "pagedpos3"])
+def test_full_quant_scores_exact(form):
+    """Scores that a change of one in one query element moves by about 0.2 (weights by 20%): the
+    int8 query must reach the integer qk unchanged."""
+    case = make_case(_rng(46), layout="BNSD", form=form, qdtype="int8", B=2, KVN=2, G=2, D=16,
+                     lens=[70, 9], bs=16, scale_value=1.0)
+    case.inputs["dequant_scale1"] = np.array([2e-3], dtype=np.float32)
+    check_case(case)
+
+
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_result_is_a_new_buffer(backend):
     case = make_case(_rng(42), layout="BSH", form="contig", qdtype="float32", B=1, KVN=1, D=16,
