@@ -58,6 +58,7 @@ static const model MODELS[] = {
     {"llama3-8b", 32, 8, 128},
     {"qwen2.5-7b", 28, 4, 128},
     {"llama3-70b", 64, 8, 128},
+    {"llama2-7b", 32, 32, 128}, /* no GQA (G = 1, 32 KV heads); in no grid, for --shape and --model */
 };
 #define N_MODELS ((int)(sizeof MODELS / sizeof MODELS[0]))
 
@@ -722,7 +723,8 @@ static void usage(FILE *f) {
             "usage: ifa_bench [options]\n"
             "  --quick              the quick grid (about 20 shapes)\n"
             "  --grid NAME          quick | default | all (every combination, 486 shapes)\n"
-            "  --model LIST         llama3-8b,qwen2.5-7b,llama3-70b (keeps those of the grid)\n"
+            "  --model LIST         llama3-8b,qwen2.5-7b,llama3-70b (keeps those of the grid;\n"
+            "                       llama2-7b, 32 KV heads without GQA, only with --shape)\n"
             "  --batch LIST         e.g. 1,4,16        --len LIST        e.g. 512,4096,32768\n"
             "  --block-size LIST    e.g. 16,128        --dtype LIST      fp16,bf16,int8\n"
             "  --sparsity LIST      dense,1/8,1/32\n"
