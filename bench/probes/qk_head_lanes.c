@@ -59,7 +59,8 @@ INL void opaque(const char **p) { __asm__("" : "+r"(*p)); }
 
 INL __m512 load16_f16(const char *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 
-/* ---- rows-in-lanes: the library's qk_tile at GB = 4, float16 K, D = 128 ---------------------- */
+/* ---- rows-in-lanes: a copy of the library's qk_tile and trees at GB = 4, float16 K, D = 128 (a
+ * copy so that the probe builds alone, without the prefetch stream it does not measure) ------ */
 
 INL __m512 tree12(__m512 a, __m512 b, __m512 c, __m512 d) {
     const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
