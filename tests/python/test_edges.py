@@ -492,6 +492,17 @@ def test_full_quant_score_factor(form, scale_value):
     check_case(case)
 
 
+@pytest.mark.parametrize("qs1", [300.0, 127.0, 90.5, -127.0, 1.5])
+def test_full_quant_weight_scales(qs1):
+    """p8 = sat_int8(rne(p * quant_scale1)): scales up to 127 in magnitude round without
+    saturating (the vectorised path), larger ones saturate, negative ones flip the weights."""
+    case = make_case(_rng(47), layout="BNSD", form="paged3", qdtype="int8", B=2, KVN=2, G=2, D=16,
+                     lens=[150, 33], bs=16)
+    case.inputs["quant_scale1"] = np.array([qs1], dtype=np.float32)
+    case.inputs["dequant_scale2"] = np.array([2.0 / (127 * abs(qs1))], dtype=np.float32)
+    check_case(case)
+
+
 @pytest.mark.parametrize("form", ["paged3", "pagedpos3"])
 def test_full_quant_scores_exact(form):
     """Scores that a change of one in one query element moves by about 0.2 (weights by 20%): the
