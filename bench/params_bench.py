@@ -10,6 +10,9 @@ The cache is warm (one copy, reused), so the ratios show the work a parameter ad
 DRAM. The parameters read S' values per batch and query head (pse), per batch (mask, per-token
 scale and offset): 2-6% of the KV bytes of these shapes.
 
+Then ragged batches (not --quick): one long sequence beside short ones, and an even batch of the
+same tokens, in ms and GB/s of KV.
+
 Variants: pse (float16, (B, N, 1, S')), mask10 (bool, 10% of the positions at random), maskpad
 (the first 5% of the positions masked, as left padding is), pt (int8 KV with per-token scale and
 offset, (2, B, S') float32, antiquant_mode=1), fq (int8 query, K and V: SPEC.md 7, whose exact
@@ -80,6 +83,28 @@ def make_call(model, B, L, bs, kv, variant, sparse=1, four=False, seed=0):
     return call
 
 
+def ragged_call(model, lengths, bs=128):
+    """A dense fp16 call whose sequences have the given lengths (a ragged decode batch)."""
+    g = torch.Generator().manual_seed(1)
+    N, KVN, D = MODELS[model]
+    B, M = len(lengths), max(lengths) // bs
+    q = torch.randn(B, N, 1, D, generator=g).half()
+    k = torch.randn(B * M, bs, KVN * D, generator=g).half()
+    v = torch.randn(B * M, bs, KVN * D, generator=g).half()
+    table = torch.randperm(B * M, generator=g).int().view(B, M)
+
+    def call():
+        return custom_ops.incre_flash_attention_v5(
+            q, [k], [v], None, None, list(lengths), None, None, None, None, None, None, None,
+            table, None, None, N, 1.0 / D ** 0.5, "BNSD", KVN, bs, 1)
+
+    return call, sum(lengths) * KVN * D * 2 * 2
+
+
+RAGGED = [("one 32K and seven 1K", [32768] + [1024] * 7), ("one 32K and fifteen 1K", [32768] + [1024] * 15),
+          ("eight of 5K (the same tokens, even)", [5120] * 8)]
+
+
 def shapes(quick):
     """(label, make_call arguments, variants) of the shapes measured."""
     out = [
@@ -116,6 +141,22 @@ def main():
         cells = [f"plain {best['plain'] * 1e3:.3f}"]
         cells += [f"{v} {best[v] * 1e3:.3f} ({best[v] / best['plain']:.2f}x)" for v in variants]
         print(f"{label:40s} " + "  ".join(cells), flush=True)
+    if a.quick:
+        return
+    print("# ragged batches, Llama-3-8B fp16 (plan.c splits the longest sequence when it holds more than "
+          "a thread's share)")
+    calls = {label: ragged_call("llama3-8b", lengths) for label, lengths in RAGGED}
+    best = {label: float("inf") for label in calls}
+    for _ in range(a.rounds):
+        for label, (call, _) in calls.items():
+            for _ in range(3):
+                call()
+            for _ in range(a.calls):
+                t = time.perf_counter()
+                call()
+                best[label] = min(best[label], time.perf_counter() - t)
+    for label, (_, nbytes) in calls.items():
+        print(f"{label:40s} {best[label] * 1e3:.3f} ms  {nbytes / best[label] / 1e9:.1f} GB/s of KV", flush=True)
 
 
 if __name__ == "__main__":

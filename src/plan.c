@@ -4,9 +4,10 @@
  * A tile visits up to IFA__MAX_TILE_HEADS KV heads of one batch together, window by window
  * (attend.c), because in the common (blocks, bs, KVN*D) cache the heads of a token are adjacent
  * in memory. With at least a few tiles per thread, each (batch, head group) is one tile. With
- * fewer (B = 1 on many cores, say), the token range is cut into `splits` chunks
- * ("flash-decoding", Dao et al. 2023), each producing partial softmax states; a second pass
- * merges the partial states of each (b, h) and writes its output.
+ * fewer (B = 1 on many cores, say), or when one sequence is longer than a thread's share of the
+ * call (a ragged batch), the token range is cut into `splits` chunks ("flash-decoding", Dao et
+ * al. 2023), each producing partial softmax states; a second pass merges the partial states of
+ * each (b, h) and writes its output.
  *
  *     tiles:  (b0,grp0,c0) (b0,grp0,c1) ... (b0,grp1,c0) ...  -> states   (parallel)
  *     merge:  (b0,h0) <- c0 + c1 + ...                         -> output   (parallel)
@@ -51,6 +52,7 @@ typedef struct run_ctx {
     const ifa__problem *pb;
     const ifa__kernel_table *kt;
     int64_t groups, group_heads, splits;
+    int64_t min_chunk; /* fewest tokens in a chunk (0: none); ragged batches (ifa__run) */
     int64_t state_floats;
     int64_t scratch_floats;
     float *states;  /* [b][split][h] */
@@ -67,7 +69,7 @@ static void run_tile(void *arg, size_t item, int thread) {
     const int64_t T = ifa__kv_token_count(pb, b);
     /* Chunks of equal token count; they need not start on a page boundary because the cursor
      * can start mid-page. */
-    const int64_t per = ifa__ceil_div(T, c->splits);
+    const int64_t per = ifa__max64(ifa__ceil_div(T, c->splits), c->min_chunk);
     const int64_t t0 = ifa__min64(T, chunk * per), t1 = ifa__min64(T, t0 + per);
     float *states = c->states + ((b * c->splits + chunk) * pb->KVN + h0) * c->state_floats;
     ifa__attend_tile(pb, c->kt, b, h0, nh, t0, t1, states, c->scratch + (int64_t)thread * c->scratch_floats);
@@ -95,6 +97,7 @@ ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num
     c.groups = ifa__ceil_div(pb->KVN, IFA__MAX_TILE_HEADS);
     c.group_heads = ifa__ceil_div(pb->KVN, c.groups);
     c.splits = 1;
+    c.min_chunk = 0;
     /* Fewer (batch, head group) units than a few per thread: split-KV first. Full quantisation
      * quantises p against the global maximum of each (b, h) (attend.c), which a chunk of the
      * token range cannot know: no split there. */
@@ -105,6 +108,27 @@ ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num
         const int64_t min_chunk =
             ifa__split_tokens_early(pb, kt) ? IFA__MIN_CHUNK_TOKENS_SIDE_BY_SIDE : IFA__MIN_CHUNK_TOKENS;
         c.splits = ifa__min64(c.splits, ifa__max64(1, pb->max_len / min_chunk));
+    }
+    /* A ragged batch: when one sequence holds more tokens than a thread's share of the whole
+     * call, its tiles would run on one core while the others finish early and wait. Every
+     * sequence is then cut so that the longest gives chunks of at most half a thread's share,
+     * but no chunk is cut shorter than IFA__MIN_CHUNK_TOKENS: a short sequence keeps one or two
+     * chunks and leaves the rest of its splits empty (the merge takes any). Measured with two
+     * threads, Llama-3-8B fp16, block 128: one 32K sequence beside seven of 1K, 5.0-5.5 ->
+     * 3.4-3.6 ms; beside fifteen, 5.5-5.7 -> 4.4-4.6 (docs/benchmarks.md). Batches of at least
+     * as many equal sequences as threads never meet the condition. */
+    if (num_threads > 1 && c.splits == 1 && !pb->full_quant) {
+        int64_t sum = 0, longest = 0;
+        for (int64_t b = 0; b < pb->B; b++) {
+            const int64_t t = ifa__kv_token_count(pb, b);
+            sum += t;
+            longest = ifa__max64(longest, t);
+        }
+        if (longest * (int64_t)num_threads > sum) {
+            c.splits = ifa__ceil_div(2 * (int64_t)num_threads * longest, sum);
+            c.splits = ifa__min64(c.splits, ifa__max64(1, longest / IFA__MIN_CHUNK_TOKENS));
+            c.min_chunk = IFA__MIN_CHUNK_TOKENS;
+        }
     }
     /* Still fewer tiles than threads (short or fully quantised calls): smaller head groups. Only
      * then: threads on different heads of the same tokens each stream half of every token row of

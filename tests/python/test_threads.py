@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from cases import assert_matches, op, random_case, result_np
+from cases import assert_matches, make_case, op, random_case, result_np
 
 torch = pytest.importorskip("torch", reason="uses torch tensors")
 
@@ -106,3 +106,20 @@ def test_concurrent_calls_with_errors(restore_threads):
     for t in ts:
         t.join()
     assert not fails, fails
+
+
+@pytest.mark.parametrize("lens", [[2100] + [17] * 8, [1500, 3, 0, 600, 9, 40, 1, 2, 70]])
+@pytest.mark.parametrize("form", ["paged3", "pagedpos4", "contig"])
+def test_ragged_batch_split(restore_threads, form, lens):
+    """One sequence longer than a thread's share of the call: every sequence is cut into chunks
+    of at least 512 tokens (plan.c), short ones leave chunks empty; with two threads the result
+    still matches the golden, and one thread's."""
+    layout = "BNSD" if form == "pagedpos4" else "BSH"
+    case = make_case(np.random.default_rng(161000 + len(lens)), layout=layout, form=form,
+                     qdtype="float16", B=len(lens), KVN=2, G=2, D=32, lens=lens, bs=16,
+                     pse="B", mask="(B,S)")
+    restore_threads.set_num_threads(2)
+    two = op()(**case.kwargs("torch"))
+    assert_matches(case, two)
+    restore_threads.set_num_threads(1)
+    assert_matches(case, op()(**case.kwargs("torch")))
