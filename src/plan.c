@@ -16,6 +16,7 @@
  */
 #include "plan.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "attend.h"
@@ -118,15 +119,16 @@ ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num
      * 3.4-3.6 ms; beside fifteen, 5.5-5.7 -> 4.4-4.6 (docs/benchmarks.md). Batches of at least
      * as many equal sequences as threads never meet the condition. */
     if (num_threads > 1 && c.splits == 1 && !pb->full_quant) {
-        int64_t sum = 0, longest = 0;
+        double sum = 0.0; /* in double: token counts of views with huge strides add up past int64 */
+        int64_t longest = 0;
         for (int64_t b = 0; b < pb->B; b++) {
             const int64_t t = ifa__kv_token_count(pb, b);
-            sum += t;
+            sum += (double)t;
             longest = ifa__max64(longest, t);
         }
-        if (longest * (int64_t)num_threads > sum) {
-            c.splits = ifa__ceil_div(2 * (int64_t)num_threads * longest, sum);
-            c.splits = ifa__min64(c.splits, ifa__max64(1, longest / IFA__MIN_CHUNK_TOKENS));
+        if ((double)longest * num_threads > sum) {
+            const double want = ceil(2.0 * num_threads * (double)longest / sum);
+            c.splits = ifa__max64(1, ifa__min64(longest / IFA__MIN_CHUNK_TOKENS, want < 64.0 ? (int64_t)want : 64));
             c.min_chunk = IFA__MIN_CHUNK_TOKENS;
         }
     }
