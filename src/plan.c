@@ -68,8 +68,9 @@ static void run_tile(void *arg, size_t item, int thread) {
     const int64_t b = tile / (c->splits * c->groups);
     const int64_t h0 = grp * c->group_heads, nh = ifa__min64(c->group_heads, pb->KVN - h0);
     const int64_t T = ifa__kv_token_count(pb, b);
-    /* Chunks of equal token count; they need not start on a page boundary because the cursor
-     * can start mid-page. */
+    /* Chunks of equal token count (at least min_chunk, so that a short sequence of a ragged
+     * batch leaves its last chunks empty); they need not start on a page boundary because the
+     * cursor can start mid-page. */
     const int64_t per = ifa__max64(ifa__ceil_div(T, c->splits), c->min_chunk);
     const int64_t t0 = ifa__min64(T, chunk * per), t1 = ifa__min64(T, t0 + per);
     float *states = c->states + ((b * c->splits + chunk) * pb->KVN + h0) * c->state_floats;
