@@ -41,6 +41,13 @@ int64_t ifa__tile_scratch_floats(const ifa__problem *pb, int64_t max_heads) {
     return max_heads * head_scratch_floats(pb) + pb->G + pb->G * IFA__CHUNK_ROWS + 5 * pb->D;
 }
 
+/* x rounded to the nearest integer, ties to even, for |x| <= 2^15: adding and removing 1.5 * 2^23
+ * (exact for |x| <= 2^22) leaves only the integer part in a float's fraction. Unlike nearbyintf,
+ * a libm call per element on the baseline ISA, this vectorises. */
+static inline int16_t rne_int16(float x) {
+    return (int16_t)(int32_t)((x + 12582912.0f) - 12582912.0f);
+}
+
 /* Largest |q16| for which D products of q16 and an int8 (|k| <= 128) add up exactly in int32. */
 static int32_t q16_limit(int64_t D) {
     const int64_t lim = (int64_t)INT32_MAX / (128 * ifa__max64(1, D));
@@ -85,13 +92,8 @@ static void quantise_query16(const ifa__problem *pb, const float *qp, float *qsc
         memcpy(&amax, &amax_bits, sizeof amax);
         qscale[g] = amax / (float)lim;
         const float inv = amax > 0.0f ? (float)lim / amax : 0.0f;
-        /* |q' * inv| <= lim * (1 + 2^-23) < lim + 1/2, so rounding never passes lim: no clamp.
-         * Round half to even by adding and removing 1.5 * 2^23 (exact for |x| <= 2^22): unlike
-         * nearbyintf, a libm call per element on the baseline ISA, this vectorises. */
-        for (int64_t d = 0; d < D; d++) {
-            const float x = qg[d] * inv;
-            q16[g * D + d] = (int16_t)(int32_t)((x + 12582912.0f) - 12582912.0f);
-        }
+        /* |q' * inv| <= lim * (1 + 2^-23) < lim + 1/2, so rounding never passes lim: no clamp. */
+        for (int64_t d = 0; d < D; d++) q16[g * D + d] = rne_int16(qg[d] * inv);
     }
 }
 
@@ -141,8 +143,7 @@ static void int8_query(const ifa__problem *pb, const float *qp, float *qscale, i
         return;
     }
     for (int64_t g = 0; g < pb->G; g++) qscale[g] = fold;
-    for (int64_t j = 0; j < pb->G * pb->D; j++)
-        q16[j] = (int16_t)(int32_t)((qp[j] / fold + 12582912.0f) - 12582912.0f); /* see quantise_query16 */
+    for (int64_t j = 0; j < pb->G * pb->D; j++) q16[j] = rne_int16(qp[j] / fold);
 }
 
 /* q16 and qscale of one head for the rounded-query qk (see the scratch layout). */
@@ -265,6 +266,17 @@ static void load_view_at(const ifa__kernel_table *kt, const ifa__view3 *v, int64
     }
 }
 
+/* The per-token antiquant scale and offset (0 without one) of K (which = 0) or V (1) at the
+ * chunk's positions. */
+static void load_per_token(const ifa__kernel_table *kt, const ifa__problem *pb, int64_t which, int64_t b,
+                           const int64_t *pos, const int64_t *start, int64_t runs, float *c, float *o) {
+    load_view_at(kt, &pb->aq_scale, which, b, pos, start, runs, c);
+    if (pb->aq_offset.data)
+        load_view_at(kt, &pb->aq_offset, which, b, pos, start, runs, o);
+    else
+        memset(o, 0, sizeof *o * (size_t)start[runs]);
+}
+
 /* Prefetches v[i0][i1][last + 1 .. last + n], where the next chunk's positions are when they
  * continue this one's (the dense forms). A tile reads the pse rows of all its G * heads query
  * heads side by side, too many streams for the hardware prefetchers: without this, each chunk's
@@ -286,13 +298,7 @@ static void finish_scores(const ifa__problem *pb, const ifa__kernel_table *kt, i
     int64_t start[IFA__CHUNK_ROWS + 1];
     const int64_t runs = position_runs(pos, n, start);
     float c[IFA__CHUNK_ROWS], o[IFA__CHUNK_ROWS], pse[IFA__CHUNK_ROWS];
-    if (pb->aq == IFA__AQ_PER_TOKEN) {
-        load_view_at(kt, &pb->aq_scale, 0, b, pos, start, runs, c);
-        if (pb->aq_offset.data)
-            load_view_at(kt, &pb->aq_offset, 0, b, pos, start, runs, o);
-        else
-            memset(o, 0, sizeof o);
-    }
+    if (pb->aq == IFA__AQ_PER_TOKEN) load_per_token(kt, pb, 0, b, pos, start, runs, c, o);
     for (int64_t g = 0; g < G; g++) {
         float *sg = s + g * ld;
         if (pb->aq == IFA__AQ_PER_TOKEN) {
@@ -376,11 +382,7 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
     if (pb->aq == IFA__AQ_PER_TOKEN && !pb->full_quant) {
         int64_t start[IFA__CHUNK_ROWS + 1];
         const int64_t runs = position_runs(pos, n, start);
-        load_view_at(kt, &pb->aq_scale, 1, b, pos, start, runs, c);
-        if (pb->aq_offset.data)
-            load_view_at(kt, &pb->aq_offset, 1, b, pos, start, runs, o);
-        else
-            memset(o, 0, sizeof o);
+        load_per_token(kt, pb, 1, b, pos, start, runs, c, o);
     }
     float *seen = ifa__state_seen(state, G);
     for (int64_t g = 0; g < G; g++) {
@@ -584,6 +586,25 @@ static void prefetch_rows_now(const rows_unit *u, int64_t nh, int64_t row_bytes)
             }
 }
 
+/* Raw scores of unit u for a head whose scratch (layout above) starts at qp, into s: the 16-bit
+ * query kernels where the tile uses them (`rounded`, with a finite query: qscale[0] >= 0) and the
+ * rows have unit stride, else the float qk (the reference one for other strides). */
+static void unit_scores(const ifa__problem *pb, const ifa__kernel_table *kt, ifa__kv_kind kind, int rounded,
+                        const float *qp, const rows_unit *u, float *s, ifa__prefetch_list pk) {
+    const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
+    const float *qscale = qp + G * D + 2 * G;
+    const void *q16 = qscale + G;
+    if (rounded && qscale[0] >= 0.0f && u->k_d == 1) {
+        if (kind == IFA__KV_BF16)
+            kt->qk_bf16_qbf16((const uint16_t *)q16, G, D, u->k, u->n, s, ld, pk);
+        else
+            kt->qk_i8_q16((const int16_t *)q16, qscale, G, D, u->k, u->n, s, ld, pk);
+        return;
+    }
+    const ifa__kernel_table *kk = kt->needs_unit_d_stride && u->k_d != 1 ? &ifa__kernels_ref : kt;
+    kk->qk[kind](qp, G, D, u->k, u->k_d, u->n, s, ld, pk);
+}
+
 /* Full quantisation only: the maximum score of each of the tile's nh heads over [t0, t1), one
  * extra pass over K. SPEC.md 7 quantises p_t = exp(s_t - m) against the global maximum m;
  * quantising against a running maximum instead (which SPEC allows) drifts by up to a few times
@@ -599,30 +620,24 @@ static void full_quant_max(const ifa__problem *pb, const ifa__kernel_table *kt, 
                            int64_t state_floats, float *s) {
     const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
     const int finish = needs_finish(pb);
-    const int64_t units = ifa__ceil_div(t1 - t0, IFA__CHUNK_ROWS) * nh;
-    rows_unit ring[IFA__FQ_AHEAD + 1];
-    for (int64_t q = 0; q < units && q < IFA__FQ_AHEAD; q++) {
-        const int64_t tw = t0 + (q / nh) * IFA__CHUNK_ROWS;
-        gather_rows(pb, b, h0 + q % nh, tw, ifa__min64(tw + IFA__CHUNK_ROWS, t1), &ring[q]);
-    }
-    for (int64_t q = 0; q < units; q++) {
-        ifa__prefetch_list ahead = IFA__NO_PREFETCH;
-        if (q + IFA__FQ_AHEAD < units) {
-            rows_unit *next = &ring[(q + IFA__FQ_AHEAD) % (IFA__FQ_AHEAD + 1)];
-            const int64_t tw = t0 + ((q + IFA__FQ_AHEAD) / nh) * IFA__CHUNK_ROWS;
-            gather_rows(pb, b, h0 + (q + IFA__FQ_AHEAD) % nh, tw, ifa__min64(tw + IFA__CHUNK_ROWS, t1), next);
-            if (next->k_d == 1) ahead = (ifa__prefetch_list){next->k, next->n, D * pb->elem_size};
+    const int64_t units = ifa__ceil_div(t1 - t0, IFA__CHUNK_ROWS) * nh, ring = IFA__FQ_AHEAD + 1;
+    rows_unit unit[IFA__FQ_AHEAD + 1];
+    /* Unit q is window q / nh, head q % nh; it is gathered IFA__FQ_AHEAD units before its turn. */
+    for (int64_t q_in = 0; q_in < units + IFA__FQ_AHEAD; q_in++) {
+        if (q_in < units) {
+            const int64_t tw = t0 + (q_in / nh) * IFA__CHUNK_ROWS;
+            gather_rows(pb, b, h0 + q_in % nh, tw, ifa__min64(tw + IFA__CHUNK_ROWS, t1), &unit[q_in % ring]);
         }
-        const rows_unit *u = &ring[q % (IFA__FQ_AHEAD + 1)];
+        const int64_t q = q_in - IFA__FQ_AHEAD;
+        if (q < 0) continue;
+        const rows_unit *u = &unit[q % ring], *next = q_in < units ? &unit[q_in % ring] : NULL;
         if (u->n == 0) continue;
         const int64_t i = q % nh;
-        const float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G, *qscale = qsum + G;
+        const float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
         float *m = ifa__state_m(states + i * state_floats, G);
-        const ifa__kernel_table *kk = kt->needs_unit_d_stride && u->k_d != 1 ? &ifa__kernels_ref : kt;
-        if (rounded && qscale[0] >= 0.0f && u->k_d == 1)
-            kt->qk_i8_q16((const int16_t *)(qscale + G), qscale, G, D, u->k, u->n, s, ld, ahead);
-        else
-            kk->qk[IFA__KV_I8](qp, G, D, u->k, u->k_d, u->n, s, ld, ahead);
+        unit_scores(pb, kt, IFA__KV_I8, rounded, qp, u, s,
+                    next != NULL && next->k_d == 1 ? (ifa__prefetch_list){next->k, next->n, D * pb->elem_size}
+                                                   : IFA__NO_PREFETCH);
         if (finish) finish_scores(pb, kt, b, h0 + i, u->pos, u->n, bias, qsum, s, ld);
         for (int64_t g = 0; g < G; g++)
             for (int64_t r = 0; r < u->n; r++) m[g] = s[g * ld + r] > m[g] ? s[g * ld + r] : m[g];
@@ -646,18 +661,11 @@ static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, ifa__p
     const ifa__problem *pb = c->pb;
     const ifa__kernel_table *kt = c->kt;
     const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS, h = c->h0 + i;
-    const float *qp = c->scratch + i * c->per_head, *bias = qp + G * D, *qsum = bias + G, *qscale = qsum + G;
-    const int16_t *q16 = c->rounded ? (const int16_t *)(qscale + G) : NULL;
+    const float *qp = c->scratch + i * c->per_head, *bias = qp + G * D, *qsum = bias + G;
     float *state = c->states + i * c->state_floats, *s = c->s;
-    const ifa__kernel_table *kk = kt->needs_unit_d_stride && u->k_d != 1 ? &ifa__kernels_ref : kt;
     const ifa__kernel_table *kv = kt->needs_unit_d_stride && u->v_d != 1 ? &ifa__kernels_ref : kt;
     if (u->n == 0) return;
-    if (q16 != NULL && qscale[0] >= 0.0f && u->k_d == 1 && c->kind == IFA__KV_BF16)
-        kt->qk_bf16_qbf16((const uint16_t *)q16, G, D, u->k, u->n, s, ld, pk);
-    else if (q16 != NULL && qscale[0] >= 0.0f && u->k_d == 1)
-        kt->qk_i8_q16(q16, qscale, G, D, u->k, u->n, s, ld, pk);
-    else
-        kk->qk[c->kind](qp, G, D, u->k, u->k_d, u->n, s, ld, pk);
+    unit_scores(pb, kt, c->kind, c->rounded, qp, u, s, pk);
     if (c->finish) finish_scores(pb, kt, c->b, h, u->pos, u->n, bias, qsum, s, ld);
     softmax_update(pb, kt, c->b, u->pos, u->n, s, ld, state, c->alpha);
     if (c->pv_q16 && u->v_d == 1)
