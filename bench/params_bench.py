@@ -119,6 +119,20 @@ def shapes(quick):
     return out[:2] if quick else out
 
 
+def best_times(calls, rounds, n):
+    """The best time of each call: rounds of 3 warm-up calls and n timed ones, the calls in turn."""
+    best = {key: float("inf") for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            for _ in range(3):
+                call()
+            for _ in range(n):
+                t = time.perf_counter()
+                call()
+                best[key] = min(best[key], time.perf_counter() - t)
+    return best
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -128,16 +142,7 @@ def main():
     print(f"# isa {custom_ops.isa()}, {custom_ops.get_num_threads()} threads; best call in ms, and "
           f"its ratio to the call without the parameter")
     for label, args, kw, variants in shapes(a.quick):
-        calls = {v: make_call(*args, variant=v, **kw) for v in ["plain"] + variants}
-        best = {v: float("inf") for v in calls}
-        for _ in range(a.rounds):
-            for v, call in calls.items():
-                for _ in range(3):
-                    call()
-                for _ in range(a.calls):
-                    t = time.perf_counter()
-                    call()
-                    best[v] = min(best[v], time.perf_counter() - t)
+        best = best_times({v: make_call(*args, variant=v, **kw) for v in ["plain"] + variants}, a.rounds, a.calls)
         cells = [f"plain {best['plain'] * 1e3:.3f}"]
         cells += [f"{v} {best[v] * 1e3:.3f} ({best[v] / best['plain']:.2f}x)" for v in variants]
         print(f"{label:40s} " + "  ".join(cells), flush=True)
@@ -145,17 +150,9 @@ def main():
         return
     print("# ragged batches, Llama-3-8B fp16 (plan.c splits the longest sequence when it holds more than "
           "a thread's share)")
-    calls = {label: ragged_call("llama3-8b", lengths) for label, lengths in RAGGED}
-    best = {label: float("inf") for label in calls}
-    for _ in range(a.rounds):
-        for label, (call, _) in calls.items():
-            for _ in range(3):
-                call()
-            for _ in range(a.calls):
-                t = time.perf_counter()
-                call()
-                best[label] = min(best[label], time.perf_counter() - t)
-    for label, (_, nbytes) in calls.items():
+    ragged = {label: ragged_call("llama3-8b", lengths) for label, lengths in RAGGED}
+    best = best_times({label: call for label, (call, _) in ragged.items()}, a.rounds, a.calls)
+    for label, (_, nbytes) in ragged.items():
         print(f"{label:40s} {best[label] * 1e3:.3f} ms  {nbytes / best[label] / 1e9:.1f} GB/s of KV", flush=True)
 
 
