@@ -611,24 +611,23 @@ static void unit_scores(const ifa__problem *pb, const ifa__kernel_table *kt, ifa
  * the 1e-2 tolerance on widely spread scores, so the int8 path pays for the extra read of K to be
  * exact. The pass visits windows of IFA__CHUNK_ROWS tokens and, in each, the heads in turn (in a
  * (blocks, bs, KVN*D) cache their rows of a token are side by side), and each qk call prefetches
- * the K rows of the unit two ahead. Head by head without prefetching, as this pass first was, it
- * read the scattered pages at memory latency: a fully quantised call took 6x the time of the
- * same call on int8 KV with a float query. */
-#define IFA__FQ_AHEAD 2
+ * the K rows of the unit IFA__PREFETCH_UNITS ahead, as the sparse units do. Head by head without
+ * prefetching, as this pass first was, it read the scattered pages at memory latency: a fully
+ * quantised call took 6x the time of the same call on int8 KV with a float query. */
 static void full_quant_max(const ifa__problem *pb, const ifa__kernel_table *kt, int rounded, int64_t b, int64_t h0,
                            int64_t nh, int64_t t0, int64_t t1, float *scratch, int64_t per_head, float *states,
                            int64_t state_floats, float *s) {
     const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
     const int finish = needs_finish(pb);
-    const int64_t units = ifa__ceil_div(t1 - t0, IFA__CHUNK_ROWS) * nh, ring = IFA__FQ_AHEAD + 1;
-    rows_unit unit[IFA__FQ_AHEAD + 1];
-    /* Unit q is window q / nh, head q % nh; it is gathered IFA__FQ_AHEAD units before its turn. */
-    for (int64_t q_in = 0; q_in < units + IFA__FQ_AHEAD; q_in++) {
+    const int64_t units = ifa__ceil_div(t1 - t0, IFA__CHUNK_ROWS) * nh, ring = IFA__PREFETCH_UNITS + 1;
+    rows_unit unit[IFA__PREFETCH_UNITS + 1];
+    /* Unit q is window q / nh, head q % nh, gathered IFA__PREFETCH_UNITS units before its turn. */
+    for (int64_t q_in = 0; q_in < units + IFA__PREFETCH_UNITS; q_in++) {
         if (q_in < units) {
             const int64_t tw = t0 + (q_in / nh) * IFA__CHUNK_ROWS;
             gather_rows(pb, b, h0 + q_in % nh, tw, ifa__min64(tw + IFA__CHUNK_ROWS, t1), &unit[q_in % ring]);
         }
-        const int64_t q = q_in - IFA__FQ_AHEAD;
+        const int64_t q = q_in - IFA__PREFETCH_UNITS;
         if (q < 0) continue;
         const rows_unit *u = &unit[q % ring], *next = q_in < units ? &unit[q_in % ring] : NULL;
         if (u->n == 0) continue;
