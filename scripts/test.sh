@@ -8,7 +8,10 @@
 #      including the stress test (IFA_STRESS_SECONDS, default 15) and the LeakSanitizer check;
 #   6. the same pytest suite against an ASan+UBSan build of the extension and library;
 #   7. only where clang is installed (not in plain CI): a short libFuzzer run of each target,
-#      IFA_FUZZ_SECONDS seconds each (default 20; 0 skips it).
+#      IFA_FUZZ_SECONDS seconds each (default 20; 0 skips it);
+#   8. only where qemu-user is installed (not in plain CI): scripts/emulated.sh, the C tests on
+#      emulated x86-64 CPUs without AVX-512 and without AVX, and, with Debian's aarch64 cross
+#      compiler, an arm64 build and its C tests (about 2 minutes; IFA_EMULATED=0 skips it).
 # docs/reliability.md says what each sanitizer step guarantees and how to run longer checks.
 # Usage: bash scripts/test.sh            (from anywhere; it works in the repository root)
 set -euo pipefail
@@ -94,6 +97,13 @@ if command -v clang >/dev/null 2>&1 && [ "$FUZZ_SECONDS" != 0 ]; then
   done
 else
   echo "== libFuzzer skipped (no clang, or IFA_FUZZ_SECONDS=0); the corpus replay above ran"
+fi
+
+if command -v qemu-x86_64 >/dev/null 2>&1 && [ "${IFA_EMULATED:-1}" != 0 ]; then
+  step "C tests on emulated CPUs: x86-64 without AVX-512 or AVX, arm64 (qemu-user found)"
+  JOBS="$JOBS" bash scripts/emulated.sh
+else
+  echo "== emulated CPUs skipped (no qemu-user, or IFA_EMULATED=0); the tests still run every ISA this CPU has"
 fi
 
 echo "test.sh: $STEPS passed, 0 failed"

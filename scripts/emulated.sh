@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The C tests on CPUs other than this one, under QEMU's user-mode emulation:
+#   1. x86-64 CPU models without AVX-512: Haswell (AVX2, FMA, F16C) and Nehalem (SSE4.2, no AVX).
+#      The native release build's test programs run unchanged; the library's run-time choice
+#      must be avx2 and ref, and every test must pass there. An AVX-512 or AVX2 instruction
+#      outside its own kernel file would stop the program with SIGILL.
+#   2. arm64: a cross build with warnings as errors (the portable C and the reference kernels;
+#      no x86 file is compiled) and its ctest run.
+# Tools (Debian): qemu-user for both parts; gcc-aarch64-linux-gnu and libc6-dev-arm64-cross
+# for the second. A part whose tools are missing is skipped with a message.
+# Usage: bash scripts/emulated.sh   (after the release build of scripts/test.sh, build/release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-2}
+NATIVE=${NATIVE:-build/release}
+
+if ! command -v qemu-x86_64 >/dev/null 2>&1; then
+  echo "x86-64 models: skipped (no qemu-x86_64; Debian package qemu-user)"
+else
+  case "$(uname -m)" in
+  x86_64)
+    for model in Haswell:avx2 Nehalem:ref; do
+      cpu=${model%%:*} want=${model##*:}
+      out=$(IFA_ISA_VERBOSE=1 qemu-x86_64 -cpu "$cpu" "$NATIVE/tests/c/test_api" 2>&1 >/dev/null || true)
+      line=$(printf '%s\n' "$out" | grep '^ifa:' || true)
+      case "$line" in
+      *"chosen: $want") echo "$cpu: $line" ;;
+      *) printf '%s\n' "$out" | tail -n 5
+         echo "$cpu: expected the $want kernels to be chosen" >&2; exit 1 ;;
+      esac
+      for t in "$NATIVE"/tests/c/test_*; do
+        [ -f "$t" ] && [ -x "$t" ] || continue
+        qemu-x86_64 -cpu "$cpu" "$t" > "$NATIVE/emulated-$cpu-$(basename "$t").log" 2>&1 ||
+          { tail -n 20 "$NATIVE/emulated-$cpu-$(basename "$t").log"; echo "$cpu: $(basename "$t") failed" >&2; exit 1; }
+        echo "$cpu: $(basename "$t"): $(tail -n 1 "$NATIVE/emulated-$cpu-$(basename "$t").log")"
+      done
+    done
+    ;;
+  *) echo "x86-64 models: skipped (this machine is $(uname -m))" ;;
+  esac
+fi
+
+if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || ! command -v qemu-aarch64 >/dev/null 2>&1 ||
+   [ ! -d /usr/aarch64-linux-gnu/lib ]; then
+  echo "arm64: skipped (needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user)"
+else
+  cmake -S . -B build/arm64 -DCMAKE_TOOLCHAIN_FILE=scripts/toolchains/aarch64-linux-gnu.cmake \
+        -DCMAKE_BUILD_TYPE=Release -DIFA_WERROR=ON >/dev/null
+  cmake --build build/arm64 -j"$JOBS"
+  ctest --test-dir build/arm64 --output-on-failure -j"$JOBS"
+fi
