@@ -511,12 +511,18 @@ def fixed_cost(calls):
 
 # ---- Goals of the issue ------------------------------------------------------------------------
 
-def goals(results, fixed_us):
+def goals(results, fixed_us, median_bw=None):
+    """The goals of the issue. Each shape's fractions divide by the better of the bandwidth probes
+    around it (a probe in one of the host's fast bursts makes a shape look worse, never better);
+    with median_bw, the goals that divide by the bandwidth also count the shapes that meet them
+    against the run's median probe instead (`shapes_met_at_median_probe`), to show how much of
+    a miss is the yardstick's burst rather than the shape."""
     ok = [r for r in results if r.get("ok")]
     out = []
 
-    def add(name, target, values, cmp):
-        """values: list of (label, value); the goal is met when every value meets the target."""
+    def add(name, target, values, cmp, at_median=None):
+        """values: list of (label, value); the goal is met when every value meets the target.
+        at_median: the same values against median_bw, where the goal divides by the bandwidth."""
         if not values:
             out.append({"goal": name, "target": f"{cmp} {target}", "shapes": 0, "met": None})
             return
@@ -528,21 +534,30 @@ def goals(results, fixed_us):
                     "worst": round(worst, 4), "median": round(srt[len(srt) // 2], 4),
                     "worst_shape": next(l for l, v in values if v == worst),
                     "met": met == len(vals)})
+        if at_median is not None and median_bw:
+            out[-1]["shapes_met_at_median_probe"] = sum(1 for v in at_median if v >= target)
+            out[-1]["median_probe_gbps"] = round(median_bw, 3)
+
+    def at_median_roofline(r):
+        return max(r["kv_bytes"] / (median_bw * 1e9), r["compute_time_s"]) / r["time_s"] if median_bw else 0.0
+
+    def at_median_bw(r):
+        return r["kv_bytes"] / (median_bw * 1e9) / r["time_s"] if median_bw else 0.0
 
     lab = lambda r: (f"{r['model']} B={r['batch']} L={r['seq_len']} bs={r['block_size']} "
                      f"{r['kv_dtype']} {r['sparsity']}{' 4d' if r['cache'] == '4d' else ''}")
     # int8 has its own goal (bandwidth counting int8 bytes) just below.
+    dense128 = [r for r in ok if r["sparsity"] == "dense" and r["seq_len"] >= K4 and r["block_size"] == 128
+                and r["dtype_short"] != "int8"]
     add("fp16/bf16 KV, dense, L >= 4K, block size 128: fraction of roofline", 0.80,
-        [(lab(r), r["roofline_fraction"]) for r in ok
-         if r["sparsity"] == "dense" and r["seq_len"] >= K4 and r["block_size"] == 128
-         and r["dtype_short"] != "int8"], ">=")
+        [(lab(r), r["roofline_fraction"]) for r in dense128], ">=", [at_median_roofline(r) for r in dense128])
+    int8 = [r for r in ok if r["kv_dtype"] == "int8" and r["sparsity"] == "dense" and r["seq_len"] >= K4]
     add("int8 KV, dense, L >= 4K: fraction of bandwidth (int8 bytes)", 0.70,
-        [(lab(r), r["bw_fraction"]) for r in ok
-         if r["kv_dtype"] == "int8" and r["sparsity"] == "dense" and r["seq_len"] >= K4], ">=")
+        [(lab(r), r["bw_fraction"]) for r in int8], ">=", [at_median_bw(r) for r in int8])
+    dense16 = [r for r in ok if r["block_size"] == 16 and r["sparsity"] == "dense" and r["seq_len"] >= K4
+               and r["dtype_short"] != "int8"]
     add("block size 16, fp16/bf16 KV, dense, L >= 4K: fraction of roofline", 0.70,
-        [(lab(r), r["roofline_fraction"]) for r in ok
-         if r["block_size"] == 16 and r["sparsity"] == "dense" and r["seq_len"] >= K4
-         and r["dtype_short"] != "int8"], ">=")
+        [(lab(r), r["roofline_fraction"]) for r in dense16], ">=", [at_median_roofline(r) for r in dense16])
     add("speed-up over torch gather + SDPA", 3.0,
         [(lab(r), r["speedup_vs_torch_gather"]) for r in ok if "speedup_vs_torch_gather" in r], ">=")
     add("speed-up over torch SDPA on contiguous KV", 1.5,
@@ -704,7 +719,8 @@ def markdown(data):
         met = {True: "yes", False: "**no**", None: "no shape"}[g["met"]]
         out.append(f"| {g['goal']} | {g['target']} | {met} | {g.get('worst', '')} | "
                    f"{g.get('median', '')} | {g.get('shapes_met', '')}"
-                   f"{'/' + str(g['shapes']) if 'shapes_met' in g else ''} |")
+                   f"{'/' + str(g['shapes']) if 'shapes_met' in g else ''}"
+                   f"{' (' + str(g['shapes_met_at_median_probe']) + ' at the median probe)' if 'shapes_met_at_median_probe' in g else ''} |")
     return "\n".join(out)
 
 
@@ -875,7 +891,7 @@ def main(argv=None):
     for r in results:
         print(line(r))
 
-    g = goals(results, fixed[0])
+    g = goals(results, fixed[0], machine.get("bandwidth_gbps_shapes", {}).get("median"))
     print("# goals of the issue")
     for x in g:
         state = {True: "met", False: "NOT met", None: "no shape"}[x["met"]]
@@ -886,6 +902,9 @@ def main(argv=None):
                 detail += f", median {x['median']}, {x['shapes_met']}/{x['shapes']} shapes"
             if "worst_shape" in x and not x["met"]:
                 detail += f" (worst: {x['worst_shape']})"
+            if "shapes_met_at_median_probe" in x:
+                detail += (f"; {x['shapes_met_at_median_probe']}/{x['shapes']} against the median probe "
+                           f"({x['median_probe_gbps']:.1f} GB/s)")
         print(f"#   {x['goal']} {x['target']}: {state}; {detail}")
 
     data = {
