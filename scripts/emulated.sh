@@ -8,11 +8,34 @@
 #      no x86 file is compiled) and its ctest run.
 # Tools (Debian): qemu-user for both parts; gcc-aarch64-linux-gnu and libc6-dev-arm64-cross
 # for the second. A part whose tools are missing is skipped with a message.
-# Usage: bash scripts/emulated.sh   (after the release build of scripts/test.sh, build/release)
+# Usage: bash scripts/emulated.sh [--install-tools]   (after the release build of
+#   scripts/test.sh, build/release). --install-tools first installs the missing tools with
+#   apt-get where it runs as root (scripts/test.sh passes it); a failed install only skips
+#   the parts that need them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-2}
 NATIVE=${NATIVE:-build/release}
+
+install_tools() {
+  local need=()
+  command -v qemu-x86_64 >/dev/null 2>&1 || need+=(qemu-user)
+  command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu)
+  [ -d /usr/aarch64-linux-gnu/lib ] || need+=(libc6-dev-arm64-cross)
+  [ ${#need[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "not installing ${need[*]}: that needs root and apt-get"
+    return 0
+  fi
+  echo "installing ${need[*]} with apt-get (IFA_EMULATED=0 skips this step)"
+  mkdir -p build
+  { DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends "${need[@]}" ||
+    { timeout 300 apt-get update -q &&
+      DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends "${need[@]}"; }
+  } > build/emulated-apt.log 2>&1 || echo "could not install them (build/emulated-apt.log); their parts are skipped"
+}
+
+[ "${1:-}" = "--install-tools" ] && install_tools
 
 if ! command -v qemu-x86_64 >/dev/null 2>&1; then
   echo "x86-64 models: skipped (no qemu-x86_64; Debian package qemu-user)"
