@@ -27,11 +27,12 @@ install_tools() {
     echo "not installing ${need[*]}: that needs root and apt-get"
     return 0
   fi
+  # At most 3 + 2 + 3 minutes, so that a slow mirror cannot hold CI for long.
   echo "installing ${need[*]} with apt-get (IFA_EMULATED=0 skips this step)"
   mkdir -p build
-  { DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends "${need[@]}" ||
-    { timeout 300 apt-get update -q &&
-      DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends "${need[@]}"; }
+  { DEBIAN_FRONTEND=noninteractive timeout 180 apt-get install -y -q --no-install-recommends "${need[@]}" ||
+    { timeout 120 apt-get update -q &&
+      DEBIAN_FRONTEND=noninteractive timeout 180 apt-get install -y -q --no-install-recommends "${need[@]}"; }
   } > build/emulated-apt.log 2>&1 || echo "could not install them (build/emulated-apt.log); their parts are skipped"
 }
 
