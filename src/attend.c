@@ -277,24 +277,56 @@ static void load_per_token(const ifa__kernel_table *kt, const ifa__problem *pb, 
         memset(o, 0, sizeof *o * (size_t)start[runs]);
 }
 
-/* The per-token antiquant scales and offsets of one chunk's positions, of K and of V. They depend
- * on the batch and the position only, so a window loads them once for all the heads of its tile
- * rather than once per head and side: per head, their loading and the position runs took most of
- * the 1.2x that per-token antiquant cost an int8 call (docs/benchmarks.md). */
-typedef struct chunk_tokens {
+/* What depends on a chunk's positions only, not on its head: their runs (for pse_shift), the
+ * per-token antiquant scales and offsets of K and V, and the rows the mask hides. Every head of
+ * a window has the same positions, so attend_windows works this out once per window for all the
+ * tile's heads; per head, the per-token values and the runs took most of the 1.2x that per-token
+ * antiquant cost an int8 call (docs/benchmarks.md). */
+typedef struct chunk_positions {
+    int64_t runs, start[IFA__CHUNK_ROWS + 1]; /* position_runs */
+    int per_token;
     float kc[IFA__CHUNK_ROWS], ko[IFA__CHUNK_ROWS]; /* K: scale, offset */
     float vc[IFA__CHUNK_ROWS], vo[IFA__CHUNK_ROWS]; /* V (not loaded with full quantisation) */
-} chunk_tokens;
+    int64_t masked[IFA__CHUNK_ROWS], n_masked;      /* rows whose mask byte is nonzero */
+} chunk_positions;
 
-/* t's values at the n positions of a chunk, or NULL when the call has no per-token antiquant. */
-static const chunk_tokens *load_chunk_tokens(const ifa__kernel_table *kt, const ifa__problem *pb, int64_t b,
-                                             const int64_t *pos, int64_t n, chunk_tokens *t) {
-    if (pb->aq != IFA__AQ_PER_TOKEN || n == 0) return NULL;
-    int64_t start[IFA__CHUNK_ROWS + 1];
-    const int64_t runs = position_runs(pos, n, start);
-    load_per_token(kt, pb, 0, b, pos, start, runs, t->kc, t->ko);
-    if (!pb->full_quant) load_per_token(kt, pb, 1, b, pos, start, runs, t->vc, t->vo);
-    return t;
+/* The rows of a chunk that batch b's mask hides, listed without a branch per position (a random
+ * mask would mispredict it). Any nonzero byte masks. */
+static int64_t masked_rows(const ifa__problem *pb, int64_t b, const int64_t *pos, const int64_t *start,
+                           int64_t runs, int64_t *masked) {
+    const char *row = pb->mask.data + b * pb->mask.s0;
+    const int64_t s1 = pb->mask.s1;
+    int64_t count = 0;
+    for (int64_t r = 0; r < runs; r++) {
+        const char *m = row + pos[start[r]] * s1;
+        for (int64_t i = start[r], end = start[r + 1]; i < end;) {
+            uint64_t w;
+            if (s1 == 1 && i + 8 <= end && (memcpy(&w, m, sizeof w), w == 0)) {
+                i += 8; /* eight unmasked positions at once (a padding mask is mostly these) */
+                m += 8;
+                continue;
+            }
+            masked[count] = i++;
+            count += *m != 0;
+            m += s1;
+        }
+    }
+    return count;
+}
+
+/* cp for the n positions of a chunk of batch b, or NULL when the call has nothing that depends
+ * on the position (no per-token antiquant, pse_shift or mask) or the chunk is empty. */
+static const chunk_positions *chunk_positions_of(const ifa__kernel_table *kt, const ifa__problem *pb, int64_t b,
+                                                 const int64_t *pos, int64_t n, chunk_positions *cp) {
+    cp->per_token = pb->aq == IFA__AQ_PER_TOKEN;
+    if (n == 0 || !(cp->per_token || pb->has_pse || pb->has_mask)) return NULL;
+    cp->runs = position_runs(pos, n, cp->start);
+    if (cp->per_token) {
+        load_per_token(kt, pb, 0, b, pos, cp->start, cp->runs, cp->kc, cp->ko);
+        if (!pb->full_quant) load_per_token(kt, pb, 1, b, pos, cp->start, cp->runs, cp->vc, cp->vo);
+    }
+    cp->n_masked = pb->has_mask ? masked_rows(pb, b, pos, cp->start, cp->runs, cp->masked) : 0;
+    return cp;
 }
 
 /* Prefetches v[i0][i1][last + 1 .. last + n], where the next chunk's positions are when they
@@ -310,52 +342,30 @@ static void prefetch_view_after(const ifa__view3 *v, int64_t i0, int64_t i1, int
 }
 
 /* Step 2 for one chunk: raw scores -> final scores, in place. What depends on the position only
- * (per-token antiquant in tok, from load_chunk_tokens; the mask) is loaded once for the G heads. */
+ * (per-token antiquant, the mask, the runs) comes in cp, from chunk_positions_of. */
 static void finish_scores(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int64_t h,
-                          const int64_t *pos, int64_t n, const float *bias, const float *qsum, const chunk_tokens *tok,
-                          float *s, int64_t ld) {
+                          const int64_t *pos, int64_t n, const float *bias, const float *qsum,
+                          const chunk_positions *cp, float *s, int64_t ld) {
     const int64_t G = pb->G;
     const float scale = score_scale(pb);
-    int64_t start[IFA__CHUNK_ROWS + 1], runs = 0;
-    if (pb->has_pse || pb->has_mask) runs = position_runs(pos, n, start);
     float pse[IFA__CHUNK_ROWS];
     for (int64_t g = 0; g < G; g++) {
         float *sg = s + g * ld;
-        if (tok != NULL) {
-            const float *c = tok->kc, *o = tok->ko;
+        if (cp != NULL && cp->per_token) {
+            const float *c = cp->kc, *o = cp->ko;
             for (int64_t i = 0; i < n; i++) sg[i] = scale * (c[i] * (sg[i] + o[i] * qsum[g]));
         } else if (bias[g] != 0.0f) {
             for (int64_t i = 0; i < n; i++) sg[i] += bias[g];
         }
         if (pb->has_pse) {
-            load_view_at(kt, &pb->pse, b, h * G + g, pos, start, runs, pse);
+            load_view_at(kt, &pb->pse, b, h * G + g, pos, cp->start, cp->runs, pse);
             for (int64_t i = 0; i < n; i++) sg[i] += pse[i];
             prefetch_view_after(&pb->pse, b, h * G + g, pos[n - 1], n);
         }
     }
-    if (pb->has_mask) {
-        /* The masked positions listed without a branch per position (a random mask would
-         * mispredict it), then their G scores replaced. Any nonzero byte masks. */
-        const char *row = pb->mask.data + b * pb->mask.s0;
-        const int64_t s1 = pb->mask.s1;
-        int64_t masked[IFA__CHUNK_ROWS], count = 0;
-        for (int64_t r = 0; r < runs; r++) {
-            const char *m = row + pos[start[r]] * s1;
-            for (int64_t i = start[r], end = start[r + 1]; i < end;) {
-                uint64_t w;
-                if (s1 == 1 && i + 8 <= end && (memcpy(&w, m, sizeof w), w == 0)) {
-                    i += 8; /* eight unmasked positions at once (a padding mask is mostly these) */
-                    m += 8;
-                    continue;
-                }
-                masked[count] = i++;
-                count += *m != 0;
-                m += s1;
-            }
-        }
-        for (int64_t k = 0; k < count; k++)
-            for (int64_t g = 0; g < G; g++) s[g * ld + masked[k]] = -1e12f;
-    }
+    if (pb->has_mask)
+        for (int64_t k = 0; k < cp->n_masked; k++)
+            for (int64_t g = 0; g < G; g++) s[g * ld + cp->masked[k]] = -1e12f;
 }
 
 /* 1.5 * 2^52: (y + it) - it rounds a double y to an integer, to nearest, ties to even (only the
@@ -394,7 +404,7 @@ static void quantise_weights_int8(float *p, int64_t n, double qs1) {
 
 /* Step 3 for one chunk: the softmax kernel updates m and l and turns scores into weights; the
  * accumulators follow with the same factor; then the weights get the form P.V needs. */
-static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, const chunk_tokens *tok, int64_t n,
+static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, const chunk_positions *cp, int64_t n,
                            float *s, int64_t ld, float *state, float *alpha) {
     const int64_t G = pb->G, D = pb->D;
     float *m = ifa__state_m(state, G), *l = ifa__state_l(state, G), *voff = ifa__state_voff(state, G);
@@ -410,10 +420,10 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
         float *sg = s + g * ld;
         if (pb->full_quant) {
             quantise_weights_int8(sg, n, pb->quant_scale1);
-        } else if (tok != NULL) {
-            /* Per-token antiquant of V (tok, loaded once for the G heads). Eight partial sums: one
+        } else if (cp != NULL && cp->per_token) {
+            /* Per-token antiquant of V (in cp, loaded once for the heads). Eight partial sums: one
              * chain of n dependent adds cost an int8 call 1.2x its time. */
-            const float *c = tok->vc, *o = tok->vo;
+            const float *c = cp->vc, *o = cp->vo;
             float part[8] = {0.0f};
             int64_t i = 0;
             for (; i + 8 <= n; i += 8)
@@ -655,9 +665,9 @@ static void full_quant_max(const ifa__problem *pb, const ifa__kernel_table *kt, 
                     next != NULL && next->k_d == 1 ? (ifa__prefetch_list){next->k, next->n, D * pb->elem_size}
                                                    : IFA__NO_PREFETCH);
         if (finish) {
-            chunk_tokens tok_buf;
-            const chunk_tokens *tok = load_chunk_tokens(kt, pb, b, u->pos, u->n, &tok_buf);
-            finish_scores(pb, kt, b, h0 + i, u->pos, u->n, bias, qsum, tok, s, ld);
+            chunk_positions cp_buf;
+            const chunk_positions *cp = chunk_positions_of(kt, pb, b, u->pos, u->n, &cp_buf);
+            finish_scores(pb, kt, b, h0 + i, u->pos, u->n, bias, qsum, cp, s, ld);
         }
         for (int64_t g = 0; g < G; g++)
             for (int64_t r = 0; r < u->n; r++) m[g] = s[g * ld + r] > m[g] ? s[g * ld + r] : m[g];
@@ -675,9 +685,8 @@ typedef struct tile_ctx {
 } tile_ctx;
 
 /* Steps 1-4 for the rows of one unit of head h0 + i; pk and pv are what the qk and pv kernels
- * prefetch while they work on these; tok holds the per-token antiquant of u's positions (NULL
- * without it). */
-static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, const chunk_tokens *tok,
+ * prefetch while they work on these; cp is what depends on u's positions (chunk_positions_of). */
+static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, const chunk_positions *cp,
                         ifa__prefetch_list pk, ifa__prefetch_list pv) {
     const ifa__problem *pb = c->pb;
     const ifa__kernel_table *kt = c->kt;
@@ -687,8 +696,8 @@ static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, const 
     const ifa__kernel_table *kv = kt->needs_unit_d_stride && u->v_d != 1 ? &ifa__kernels_ref : kt;
     if (u->n == 0) return;
     unit_scores(pb, kt, c->kind, c->rounded, qp, u, s, pk);
-    if (c->finish) finish_scores(pb, kt, c->b, h, u->pos, u->n, bias, qsum, tok, s, ld);
-    softmax_update(pb, kt, tok, u->n, s, ld, state, c->alpha);
+    if (c->finish) finish_scores(pb, kt, c->b, h, u->pos, u->n, bias, qsum, cp, s, ld);
+    softmax_update(pb, kt, cp, u->n, s, ld, state, c->alpha);
     if (c->pv_q16 && u->v_d == 1)
         kt->pv_i8_q16(s, ld, G, D, u->v, u->n, ifa__state_acc(state, G), pv);
     else if (c->pv_bf16 && u->v_d == 1)
@@ -710,7 +719,7 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
     const int side_by_side = window_plan(pb, c->b, c->h0, nh, heavy, &window, &token_stretches);
     const int64_t windows = ifa__ceil_div(t1 - t0, window), row_bytes = pb->D * pb->elem_size;
     rows_unit win[IFA__PREFETCH_WINDOWS + 1], unit;
-    chunk_tokens tok_buf;
+    chunk_positions cp_buf;
     const void *pk[IFA__MAX_PREFETCH_ROWS], *pv[IFA__MAX_PREFETCH_ROWS];
     for (int64_t w = 0; w < windows && w < dist; w++) {
         gather_rows(pb, c->b, c->h0, t0 + w * window, ifa__min64(t0 + (w + 1) * window, t1), &win[w]);
@@ -726,15 +735,15 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
         }
         const rows_unit *base = &win[w % ring];
         /* Every head of the window has head h0's positions (shift_rows). */
-        const chunk_tokens *tok = load_chunk_tokens(c->kt, pb, c->b, base->pos, base->n, &tok_buf);
+        const chunk_positions *cp = chunk_positions_of(c->kt, pb, c->b, base->pos, base->n, &cp_buf);
         for (int64_t i = 0; i < nh; i++) {
             ifa__prefetch_list lk, lv;
             window_prefetch(ahead, nh, i, side_by_side, token_stretches, row_bytes, pk, pv, &lk, &lv);
             if (i == 0) {
-                attend_unit(c, i, base, tok, lk, lv);
+                attend_unit(c, i, base, cp, lk, lv);
             } else {
                 shift_rows(base, i, &unit);
-                attend_unit(c, i, &unit, tok, lk, lv);
+                attend_unit(c, i, &unit, cp, lk, lv);
             }
         }
     }
@@ -758,9 +767,9 @@ static void attend_sparse_units(const tile_ctx *c, int64_t nh, int64_t t0, int64
         if (cu < 0) continue;
         const rows_unit *cur = &units[cu % ring], *next = u < total ? &units[u % ring] : NULL;
         const int prefetch = next != NULL && next->k_d == 1 && next->v_d == 1 && next->n > 0;
-        chunk_tokens tok_buf;
-        const chunk_tokens *tok = load_chunk_tokens(c->kt, pb, c->b, cur->pos, cur->n, &tok_buf);
-        attend_unit(c, cu % nh, cur, tok,
+        chunk_positions cp_buf;
+        const chunk_positions *cp = chunk_positions_of(c->kt, pb, c->b, cur->pos, cur->n, &cp_buf);
+        attend_unit(c, cu % nh, cur, cp,
                     prefetch ? (ifa__prefetch_list){next->k, next->n, row_bytes} : IFA__NO_PREFETCH,
                     prefetch ? (ifa__prefetch_list){next->v, next->n, row_bytes} : IFA__NO_PREFETCH);
     }
