@@ -22,7 +22,11 @@
  *
  * Build and run:
  *
- *   gcc -O3 -march=native bench/probes/qk_head_lanes.c -o /tmp/qk_head_lanes -lm
+ *   gcc -O3 -DNDEBUG -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mavx512vnni \
+ *       -mavx2 -mfma -mf16c -Isrc bench/probes/qk_head_lanes.c -o /tmp/qk_head_lanes -lm
+ *
+ * (from the repository root; the library's flags for its kernel file, which the probe includes:
+ * see bench/probes/kernel_loop.c for why not -march=native)
  *   /tmp/qk_head_lanes
  *
  * Measured 2026-11-27 (thirteenth session, five runs): rows-in-lanes 10.8-11.5 ns per row,
@@ -36,13 +40,25 @@
  * rows-in-lanes: its tree with the levels swapped (6 VSHUFF32X4 per head and 16 rows instead of
  * 24, the rest in-lane) ran 10.7-11.0 against 11.0. A qk 2-4% faster is 1-2% of a call at G = 8,
  * within the noise of an A/B run: the library keeps rows-in-lanes.
+ *
+ * Fourteenth session: those figures came from a -march=native build of a copy of qk_tile, and
+ * GCC 12 compiles the library's kernels worse that way. Built as above, on the library's own
+ * qk_tile (three runs): rows-in-lanes 9.8-10.1 ns per row, head-lanes 10.6-10.9, head-lanes with
+ * K already float32 8.4-8.8; the copy built with the library's flags gave 9.8-10.3 the same
+ * minutes, and with -march=native 10.95-11.2. So the library's form is the faster of the two.
  */
+#define _POSIX_C_SOURCE 200809L
+/* The library's kernel file itself, for its qk_tile (the rows-in-lanes form measured here) and
+ * its helpers, as bench/probes/kernel_loop.c does. */
+#include "kernels/x86_avx512/attention_avx512.c"
+
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <time.h>
 
+/* After the kernel file, whose functions take parameters of these names. */
 #define D 128
 #define G 8
 #define N 32
@@ -54,60 +70,20 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* Hides a pointer's value, as opaque_pointer in the library does (see there). */
-INL void opaque(const char **p) { __asm__("" : "+r"(*p)); }
+/* The library's opaque_pointer and float16 load (see there). */
+INL void opaque(const char **p) { opaque_pointer(p); }
 
-INL __m512 load16_f16(const char *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+INL __m512 load16_f16(const char *p) { return load16(IFA__KV_F16, p); }
 
-/* ---- rows-in-lanes: a copy of the library's qk_tile and trees at GB = 4, float16 K, D = 128 (a
- * copy so that the probe builds alone, without the prefetch stream it does not measure) ------ */
-
-INL __m512 tree12(__m512 a, __m512 b, __m512 c, __m512 d) {
-    const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
-                                    _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
-    const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)),
-                                    _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
-INL __m512 tree34(__m512 e0, __m512 e1, __m512 e2, __m512 e3) {
-    const __m512 f01 = _mm512_add_ps(_mm512_unpacklo_ps(e0, e1), _mm512_unpackhi_ps(e0, e1));
-    const __m512 f23 = _mm512_add_ps(_mm512_unpacklo_ps(e2, e3), _mm512_unpackhi_ps(e2, e3));
-    const __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(f01), _mm512_castps_pd(f23));
-    const __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(f01), _mm512_castps_pd(f23));
-    return _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
-}
-
-INL void rows_tile(const float *q, const char *const *rows, float *scores, int ld) {
-    __m512 part[4][4];
-    for (int t = 0; t < 4; t++) {
-        const char *r0 = rows[t], *r1 = rows[t + 4], *r2 = rows[t + 8], *r3 = rows[t + 12];
-        const char *qg = (const char *)q;
-        opaque(&qg);
-        __m512 acc[4][4];
-        for (int g = 0; g < 4; g++)
-            for (int j = 0; j < 4; j++) acc[g][j] = _mm512_setzero_ps();
-        for (int d = 0; d < D; d += 16) {
-            const __m512 k0 = load16_f16(r0 + 2 * d), k1 = load16_f16(r1 + 2 * d);
-            const __m512 k2 = load16_f16(r2 + 2 * d), k3 = load16_f16(r3 + 2 * d);
-            for (int g = 0; g < 4; g++) {
-                const __m512 qv = _mm512_loadu_ps((const float *)qg + g * D + d);
-                acc[g][0] = _mm512_fmadd_ps(qv, k0, acc[g][0]);
-                acc[g][1] = _mm512_fmadd_ps(qv, k1, acc[g][1]);
-                acc[g][2] = _mm512_fmadd_ps(qv, k2, acc[g][2]);
-                acc[g][3] = _mm512_fmadd_ps(qv, k3, acc[g][3]);
-            }
-        }
-        for (int g = 0; g < 4; g++) part[g][t] = tree12(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
-    }
-    for (int g = 0; g < 4; g++) _mm512_storeu_ps(scores + g * ld, tree34(part[g][0], part[g][1], part[g][2], part[g][3]));
-}
+/* ---- rows-in-lanes: the library's qk_tile, two blocks of 4 heads per 16 rows, float16 K, with
+ * an empty prefetch stream (the probe does not measure it) --------------------------------- */
 
 __attribute__((noinline)) static void qk_rows(const float *q, const char *const *krows, float *scores, int ld) {
+    ifa__prefetch_stream ps = ifa__prefetch_begin_list(IFA__NO_PREFETCH);
     for (int i0 = 0; i0 < N; i0 += 16) {
-        rows_tile(q, krows + i0, scores + i0, ld);
-        rows_tile(q + 4 * D, krows + i0, scores + 4 * ld + i0, ld);
+        qk_tile(IFA__KV_F16, 4, q, D, (const char *const *)krows + i0, scores + i0, ld, 0xFFFF, &ps, 0);
+        qk_tile(IFA__KV_F16, 4, q + 4 * D, D, (const char *const *)krows + i0, scores + 4 * ld + i0, ld, 0xFFFF, &ps,
+                0);
     }
 }
 
