@@ -368,23 +368,8 @@ static void finish_scores(const ifa__problem *pb, const ifa__kernel_table *kt, i
             for (int64_t g = 0; g < G; g++) s[g * ld + cp->masked[k]] = -1e12f;
 }
 
-/* 1.5 * 2^52: (y + it) - it rounds a double y to an integer, to nearest, ties to even (only the
- * integer part is left in the 52-bit fraction; exact for |y| < 2^51, in the default rounding mode,
- * which ifa__sat_round_int8's nearbyint also assumes). */
-#define IFA__ROUND_MAGIC 6755399441055744.0
-
-/* ifa__sat_round_int8(x) as a float without a libm call: NaN -> 0, saturated to [-128, 127],
- * rounded as above. nearbyint, a call per weight without SSE4.1, made a fully quantised call 1.1x
- * slower. */
-static inline float sat_round_int8_value(double x) {
-    double y = x == x ? x : 0.0;
-    y = y > 127.0 ? 127.0 : y;
-    y = y < -128.0 ? -128.0 : y;
-    return (float)((y + IFA__ROUND_MAGIC) - IFA__ROUND_MAGIC);
-}
-
 /* p8 = sat_int8(rne(p * qs1)) of a chunk's weights of one head, in place (SPEC.md 7). GCC does not
- * vectorise sat_round_int8_value's compares (they may trap), so when every |p| <= 1 (an integer
+ * vectorise ifa__sat_round_int8's compares (they may trap), so when every |p| <= 1 (an integer
  * test of the bits, which also rules out NaN and Inf) and |qs1| <= 127, where no product needs
  * the saturation, the weights are rounded by the magic number alone, a loop that vectorises. */
 static void quantise_weights_int8(float *p, int64_t n, double qs1) {
@@ -399,7 +384,7 @@ static void quantise_weights_int8(float *p, int64_t n, double qs1) {
             p[i] = (float)(((double)p[i] * qs1 + IFA__ROUND_MAGIC) - IFA__ROUND_MAGIC);
         return;
     }
-    for (int64_t i = 0; i < n; i++) p[i] = sat_round_int8_value((double)p[i] * qs1);
+    for (int64_t i = 0; i < n; i++) p[i] = (float)ifa__sat_round_int8((double)p[i] * qs1);
 }
 
 /* Step 3 for one chunk: the softmax kernel updates m and l and turns scores into weights; the

@@ -6,7 +6,6 @@
  */
 #include "convert.h"
 
-#include <math.h>
 
 #include "kernels/kernels.h"
 
@@ -85,13 +84,6 @@ float ifa__load_scale(const void *ptr, ifa_dtype dtype) {
         return ifa__bits_to_f32((uint32_t)(v & 0xFFFFFFFFu));
     }
     return (float)ifa__load_as_double(ptr, dtype);
-}
-
-int8_t ifa__sat_round_int8(double x) {
-    if (x != x) return 0;
-    if (x >= 127.0) return 127;
-    if (x <= -128.0) return -128;
-    return (int8_t)nearbyint(x); /* default rounding mode: to nearest, ties to even */
 }
 
 void ifa__load_row_f32(const void *p, ifa_dtype dtype, int64_t stride, int64_t n, float *dst) {
