@@ -284,8 +284,7 @@ static void load_per_token(const ifa__kernel_table *kt, const ifa__problem *pb, 
  * antiquant cost an int8 call (docs/benchmarks.md). */
 typedef struct chunk_positions {
     int64_t runs, start[IFA__CHUNK_ROWS + 1]; /* position_runs */
-    int per_token;
-    float kc[IFA__CHUNK_ROWS], ko[IFA__CHUNK_ROWS]; /* K: scale, offset */
+    float kc[IFA__CHUNK_ROWS], ko[IFA__CHUNK_ROWS]; /* K: scale, offset (per-token antiquant) */
     float vc[IFA__CHUNK_ROWS], vo[IFA__CHUNK_ROWS]; /* V (not loaded with full quantisation) */
     int64_t masked[IFA__CHUNK_ROWS], n_masked;      /* rows whose mask byte is nonzero */
 } chunk_positions;
@@ -318,10 +317,10 @@ static int64_t masked_rows(const ifa__problem *pb, int64_t b, const int64_t *pos
  * on the position (no per-token antiquant, pse_shift or mask) or the chunk is empty. */
 static const chunk_positions *chunk_positions_of(const ifa__kernel_table *kt, const ifa__problem *pb, int64_t b,
                                                  const int64_t *pos, int64_t n, chunk_positions *cp) {
-    cp->per_token = pb->aq == IFA__AQ_PER_TOKEN;
-    if (n == 0 || !(cp->per_token || pb->has_pse || pb->has_mask)) return NULL;
+    const int per_token = pb->aq == IFA__AQ_PER_TOKEN;
+    if (n == 0 || !(per_token || pb->has_pse || pb->has_mask)) return NULL;
     cp->runs = position_runs(pos, n, cp->start);
-    if (cp->per_token) {
+    if (per_token) {
         load_per_token(kt, pb, 0, b, pos, cp->start, cp->runs, cp->kc, cp->ko);
         if (!pb->full_quant) load_per_token(kt, pb, 1, b, pos, cp->start, cp->runs, cp->vc, cp->vo);
     }
@@ -351,7 +350,7 @@ static void finish_scores(const ifa__problem *pb, const ifa__kernel_table *kt, i
     float pse[IFA__CHUNK_ROWS];
     for (int64_t g = 0; g < G; g++) {
         float *sg = s + g * ld;
-        if (cp != NULL && cp->per_token) {
+        if (pb->aq == IFA__AQ_PER_TOKEN) {
             const float *c = cp->kc, *o = cp->ko;
             for (int64_t i = 0; i < n; i++) sg[i] = scale * (c[i] * (sg[i] + o[i] * qsum[g]));
         } else if (bias[g] != 0.0f) {
@@ -405,7 +404,7 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
         float *sg = s + g * ld;
         if (pb->full_quant) {
             quantise_weights_int8(sg, n, pb->quant_scale1);
-        } else if (cp != NULL && cp->per_token) {
+        } else if (pb->aq == IFA__AQ_PER_TOKEN) {
             /* Per-token antiquant of V (in cp, loaded once for the heads). Eight partial sums: one
              * chain of n dependent adds cost an int8 call 1.2x its time. */
             const float *c = cp->vc, *o = cp->vo;

@@ -6,7 +6,6 @@
  */
 #include "convert.h"
 
-
 #include "kernels/kernels.h"
 
 uint16_t ifa__f32_to_f16(float f) {
