@@ -88,9 +88,16 @@ static void merge_pair(void *arg, size_t item, int thread) {
 }
 
 ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num_threads) {
-    double kv_bytes = 0.0;
-    for (int64_t b = 0; b < pb->B; b++) kv_bytes += (double)ifa__kv_token_count(pb, b);
-    kv_bytes *= 2.0 * (double)pb->KVN * (double)pb->D * (double)pb->elem_size;
+    /* Tokens of the whole call and of its longest sequence, in double: the token counts of views
+     * with huge strides add up past int64. */
+    double tokens = 0.0;
+    int64_t longest = 0;
+    for (int64_t b = 0; b < pb->B; b++) {
+        const int64_t t = ifa__kv_token_count(pb, b);
+        tokens += (double)t;
+        longest = ifa__max64(longest, t);
+    }
+    const double kv_bytes = tokens * 2.0 * (double)pb->KVN * (double)pb->D * (double)pb->elem_size;
     if (kv_bytes < IFA__MIN_PARALLEL_BYTES) num_threads = 1;
 
     run_ctx c;
@@ -119,19 +126,10 @@ ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num
      * threads, Llama-3-8B fp16, block 128: one 32K sequence beside seven of 1K, 5.0-5.5 ->
      * 3.4-3.6 ms; beside fifteen, 5.5-5.7 -> 4.4-4.6 (docs/benchmarks.md). Batches of at least
      * as many equal sequences as threads never meet the condition. */
-    if (num_threads > 1 && c.splits == 1 && !pb->full_quant) {
-        double sum = 0.0; /* in double: token counts of views with huge strides add up past int64 */
-        int64_t longest = 0;
-        for (int64_t b = 0; b < pb->B; b++) {
-            const int64_t t = ifa__kv_token_count(pb, b);
-            sum += (double)t;
-            longest = ifa__max64(longest, t);
-        }
-        if ((double)longest * num_threads > sum) {
-            const double want = ceil(2.0 * num_threads * (double)longest / sum);
-            c.splits = ifa__max64(1, ifa__min64(longest / IFA__MIN_CHUNK_TOKENS, want < 64.0 ? (int64_t)want : 64));
-            c.min_chunk = IFA__MIN_CHUNK_TOKENS;
-        }
+    if (num_threads > 1 && c.splits == 1 && !pb->full_quant && (double)longest * num_threads > tokens) {
+        const double want = ceil(2.0 * num_threads * (double)longest / tokens);
+        c.splits = ifa__max64(1, ifa__min64(longest / IFA__MIN_CHUNK_TOKENS, want < 64.0 ? (int64_t)want : 64));
+        c.min_chunk = IFA__MIN_CHUNK_TOKENS;
     }
     /* Still fewer tiles than threads (short or fully quantised calls): smaller head groups. Only
      * then: threads on different heads of the same tokens each stream half of every token row of
