@@ -1,11 +1,13 @@
 /*
- * kernel_loop.c - how fast do the library's AVX-512 kernels run by themselves, without the
- * paged gather, the windows and the bookkeeping of attend.c around them?
+ * kernel_loop.c - how fast do the library's AVX-512 (or AVX2) kernels run by themselves,
+ * without the paged gather, the windows and the bookkeeping of attend.c around them?
  *
- * A probe, not part of the library or of the CMake build (AVX-512 only). It compiles the
- * library's kernel file into itself (the same source, the same constants for G and D) and
- * calls its table the way attend.c does for one dense unit: qk, softmax, pv over n rows of
- * float16 K and V (D = 128), G query heads. Two measurements:
+ * A probe, not part of the library or of the CMake build. It compiles the library's kernel file
+ * into itself (the same source, the same constants for G and D; -DKL_AVX2 takes the AVX2 file)
+ * and calls its table the way attend.c does for one dense unit: qk, softmax, pv over n rows of
+ * K and V (D = 128), G query heads. KL_KIND in the environment picks the rows and kernels:
+ * f16 (float16, the default), i8 (int8 rows, the float qk and pv), i8q16 (int8 rows, the
+ * integer qk_i8_q16 and pv_i8_q16 of inner_precise = 1). Two measurements:
  *
  *   l1    one core, the n rows in L1: ns per row of qk, softmax and pv alone, then of the three
  *         in turn (each call repeated on the same rows).
@@ -23,6 +25,9 @@
  *   gcc -O3 -DNDEBUG -pthread -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 \
  *       -mavx512vnni -mavx2 -mfma -mf16c -Isrc bench/probes/kernel_loop.c -o /tmp/kernel_loop -lm
  *
+ *   gcc -O3 -DNDEBUG -DKL_AVX2 -pthread -mavx2 -mfma -mf16c -Isrc bench/probes/kernel_loop.c \
+ *       -o /tmp/kernel_loop_avx2 -lm
+ *
  *   /tmp/kernel_loop l1 G [n]                    n rows per call (default 32, at most 64)
  *   /tmp/kernel_loop dram G [n] [threads] [dist]  defaults 32, 2, 1
  *
@@ -39,9 +44,20 @@
  *   same minutes, Llama-3-70B B=1 L=32K fp16 in the (blocks, KVN, bs, D) cache: 28-29 GB/s.
  *   An earlier version of this loop put dist 1, 2, 4 and 8 within the noise of each other
  *   (36-40 GB/s, two threads; 8 the slowest in both of two runs).
+ *
+ * Fifteenth session, a Zen 3 machine (AVX2 only), -DKL_AVX2, l1, n = 16, best of 4-6 interleaved
+ * runs, ns per row: f16 G = 4 qk 16.9 -> 13.9 with the query in a register (in_register),
+ * softmax 4.9, pv 12.4; G = 8 qk 29.2 -> 24.6, pv 26.7; i8 (float kernels) G = 4 qk 16.8, pv 14.3;
+ * i8q16 (VPMADDWD) G = 4 qk 13.8, pv 13.0; G = 8 qk 21.5, pv 26.2 (docs/kernels.md).
  */
 #define _POSIX_C_SOURCE 200809L
+#if defined(KL_AVX2)
+#include "kernels/x86_avx2/attention_avx2.c"
+#define KL_TABLE ifa__kernels_avx2
+#else
 #include "kernels/x86_avx512/attention_avx512.c"
+#define KL_TABLE ifa__kernels_avx512
+#endif
 
 #include <pthread.h>
 #include <stdio.h>
@@ -60,16 +76,20 @@ static double now(void) {
 
 /* One thread's state: its query, scores, softmax state and accumulators. */
 typedef struct worker {
-    int G, n, dist;
+    int G, n, dist, kind; /* kind: KL_F16, KL_I8 (float query and weights), KL_I8Q16 (the integer kernels) */
     size_t units;
-    uint16_t *k, *v;
+    uint16_t *k, *v; /* float16 rows, or int8 rows in the first half of each */
+    int16_t *q16;
+    float qscale[16];
     const void **krows, **vrows;
     float *q, *s, *acc, m[16], l[16], alpha[16];
     double ns_per_row;
 } worker;
 
-static void worker_init(worker *w, int G, int n, size_t units) {
-    w->G = G, w->n = n, w->units = units;
+enum { KL_F16, KL_I8, KL_I8Q16 };
+
+static void worker_init(worker *w, int G, int n, size_t units, int kind) {
+    w->G = G, w->n = n, w->units = units, w->kind = kind;
     const size_t rows = units * (size_t)n;
     w->k = aligned_alloc(64, rows * D * 2);
     w->v = aligned_alloc(64, rows * D * 2);
@@ -85,6 +105,18 @@ static void worker_init(worker *w, int G, int n, size_t units) {
     w->s = aligned_alloc(64, (size_t)G * 64 * 4);
     w->acc = aligned_alloc(64, (size_t)G * D * 4);
     for (int i = 0; i < G * D; i++) w->q[i] = (float)(i % 97) / 970.0f, w->acc[i] = 0.0f;
+    w->q16 = aligned_alloc(64, (size_t)G * D * 2);
+    for (int i = 0; i < G * D; i++) w->q16[i] = (int16_t)((i * 7919) % 4001 - 2000);
+    for (int g = 0; g < 16; g++) w->qscale[g] = 1e-6f;
+    if (w->kind != KL_F16) /* int8 rows of D bytes, D apart: the first half of each float16 row's room */
+        for (size_t i = 0; i < rows; i++) {
+            w->krows[i] = (const int8_t *)w->k + i * D;
+            w->vrows[i] = (const int8_t *)w->v + i * D;
+            for (int d = 0; d < D; d++) {
+                ((int8_t *)w->k)[i * D + d] = (int8_t)((i * 31 + d * 17) % 255 - 127);
+                ((int8_t *)w->v)[i * D + d] = (int8_t)((i * 13 + d * 29) % 255 - 127);
+            }
+        }
     /* A running maximum above every score: the softmax takes its usual path (no new maximum)
      * and the weights stay normal floats. */
     for (int g = 0; g < 16; g++) w->m[g] = 30.0f, w->l[g] = 0.0f;
@@ -92,16 +124,28 @@ static void worker_init(worker *w, int G, int n, size_t units) {
 
 /* qk, softmax and pv of unit u, prefetching unit `ahead` (or nothing when ahead < 0). */
 static void unit_call(worker *w, size_t u, long ahead, int parts) {
-    const ifa__kernel_table *t = &ifa__kernels_avx512;
+    const ifa__kernel_table *t = &KL_TABLE;
     const void *const *kr = w->krows + u * (size_t)w->n, *const *vr = w->vrows + u * (size_t)w->n;
     ifa__prefetch_list pk = IFA__NO_PREFETCH, pv = IFA__NO_PREFETCH;
     if (ahead >= 0) {
         pk = (ifa__prefetch_list){w->krows + (size_t)ahead * w->n, w->n, D * 2};
         pv = (ifa__prefetch_list){w->vrows + (size_t)ahead * w->n, w->n, D * 2};
     }
-    if (parts & 1) t->qk[IFA__KV_F16](w->q, w->G, D, kr, 1, w->n, w->s, 64, pk);
+    const int64_t rb = w->kind == KL_F16 ? D * 2 : D;
+    pk.bytes = pk.n ? rb : 0, pv.bytes = pv.n ? rb : 0;
+    if (parts & 1) {
+        if (w->kind == KL_I8Q16)
+            t->qk_i8_q16(w->q16, w->qscale, w->G, D, kr, w->n, w->s, 64, pk);
+        else
+            t->qk[w->kind == KL_F16 ? IFA__KV_F16 : IFA__KV_I8](w->q, w->G, D, kr, 1, w->n, w->s, 64, pk);
+    }
     if (parts & 2) t->softmax(w->s, 64, w->G, w->n, w->m, w->l, w->alpha);
-    if (parts & 4) t->pv[IFA__KV_F16](w->s, 64, w->G, D, vr, 1, w->n, w->acc, pv);
+    if (parts & 4) {
+        if (w->kind == KL_I8Q16)
+            t->pv_i8_q16(w->s, 64, w->G, D, vr, w->n, w->acc, pv);
+        else
+            t->pv[w->kind == KL_F16 ? IFA__KV_F16 : IFA__KV_I8](w->s, 64, w->G, D, vr, 1, w->n, w->acc, pv);
+    }
 }
 
 /* Best ns per row of `parts` over 100 rounds of 200 calls on unit 0 (rows in L1). */
@@ -131,9 +175,11 @@ static void *dram_run(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 3 || (strcmp(argv[1], "l1") != 0 && strcmp(argv[1], "dram") != 0)) {
-        fprintf(stderr, "usage: %s l1 G [n] | dram G [n] [threads] [dist]\n", argv[0]);
+        fprintf(stderr, "usage: %s l1 G [n] | dram G [n] [threads] [dist]   (env KL_KIND=f16|i8|i8q16)\n", argv[0]);
         return 2;
     }
+    const char *kn = getenv("KL_KIND");
+    const int kind = kn == NULL || strcmp(kn, "f16") == 0 ? KL_F16 : strcmp(kn, "i8") == 0 ? KL_I8 : KL_I8Q16;
     const int G = atoi(argv[2]), n = argc > 3 ? atoi(argv[3]) : 32;
     if (G < 1 || G > 16 || n < 1 || n > 64) {
         fprintf(stderr, "G must be 1-16 and n 1-64\n");
@@ -141,7 +187,7 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "l1") == 0) {
         worker w;
-        worker_init(&w, G, n, 1);
+        worker_init(&w, G, n, 1, kind);
         const double qk = l1_time(&w, 1), sm = l1_time(&w, 2), pv = l1_time(&w, 4), all = l1_time(&w, 7);
         printf("l1 G=%d n=%d: qk %.2f  softmax %.2f  pv %.2f  all three %.2f ns per row (acc %g)\n", G, n, qk, sm,
                pv, all, (double)w.acc[1]);
@@ -155,7 +201,7 @@ int main(int argc, char **argv) {
     worker w[2];
     pthread_t th[2];
     for (int i = 0; i < threads; i++) {
-        worker_init(&w[i], G, n, DRAM_BYTES / ((size_t)n * D * 2 * 2));
+        worker_init(&w[i], G, n, DRAM_BYTES / ((size_t)n * D * 2 * 2), kind);
         w[i].dist = dist;
     }
     for (int i = 0; i < threads; i++) pthread_create(&th[i], NULL, dram_run, &w[i]);
@@ -163,6 +209,6 @@ int main(int argc, char **argv) {
     double worst = 0.0;
     for (int i = 0; i < threads; i++) worst = w[i].ns_per_row > worst ? w[i].ns_per_row : worst;
     printf("dram G=%d n=%d threads=%d dist=%d: %.2f ns per row per core, %.1f GB/s of K and V (acc %g)\n", G, n,
-           threads, dist, worst, threads * 2.0 * D * 2 / worst, (double)w[0].acc[1]);
+           threads, dist, worst, threads * 2.0 * D * (kind == KL_F16 ? 2 : 1) / worst, (double)w[0].acc[1]);
     return 0;
 }

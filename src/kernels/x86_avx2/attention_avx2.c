@@ -39,6 +39,19 @@
 
 #define IFA__INLINE static inline __attribute__((always_inline))
 
+IFA__INLINE void opaque_pointer(const char **p) {
+    __asm__("" : "+r"(*p));
+}
+
+/* Makes v a register value the optimiser cannot see through. */
+IFA__INLINE void in_register(__m256 *v) {
+#if defined(__GNUC__)
+    __asm__("" : "+x"(*v));
+#else
+    (void)v;
+#endif
+}
+
 /* ---- Loads: 8 elements of a row as float32 ------------------------------------------------ */
 
 /* The dtype is a compile-time constant at every call site, so the switch folds away. */
@@ -66,6 +79,14 @@ static __m256 load8_tail(const int kind, const char *p, int64_t count) {
 /* VMASKMOVPS mask of the first count (< 8) lanes. */
 IFA__INLINE __m256i lane_mask(int64_t count) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* The largest of the 8 lanes. */
+IFA__INLINE float hmax8(__m256 v) {
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
+    return _mm_cvtss_f32(x);
 }
 
 /* ---- qk ----------------------------------------------------------------------------------- */
@@ -96,12 +117,15 @@ IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D
         /* Pair t: rows t and t+4, so that the tree's output comes out in row order. */
         const char *r0 = rows[t], *r1 = rows[t + 4];
         ifa__prefetch_next(ps, per_pair);
+        const char *qg = (const char *)q;
+        opaque_pointer(&qg);
         __m256 acc[4][2];
         for (int g = 0; g < GB; g++) acc[g][0] = acc[g][1] = _mm256_setzero_ps();
         for (int64_t d = 0; d < Dv; d += 8) {
             const __m256 k0 = load8(kind, r0 + d * es), k1 = load8(kind, r1 + d * es);
             for (int g = 0; g < GB; g++) {
-                const __m256 qv = _mm256_loadu_ps(q + g * D + d);
+                __m256 qv = _mm256_loadu_ps((const float *)qg + g * D + d);
+                in_register(&qv);
                 acc[g][0] = _mm256_fmadd_ps(qv, k0, acc[g][0]);
                 acc[g][1] = _mm256_fmadd_ps(qv, k1, acc[g][1]);
             }
@@ -226,6 +250,245 @@ IFA__DEFINE_QK_PV(bf16, IFA__KV_BF16)
 IFA__DEFINE_QK_PV(f32, IFA__KV_F32)
 IFA__DEFINE_QK_PV(i8, IFA__KV_I8)
 
+/* ---- qk, int8 K on an int16 query (VPMADDWD) ----------------------------------------------- */
+
+/* 16 int8 of a row sign-extended to int16. */
+IFA__INLINE __m256i load16_i8(const int8_t *p) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* The integer forms of tree1 and tree23 (exact: int32 additions of exact int32 sums). */
+IFA__INLINE __m256i tree1i(__m256i a, __m256i b) {
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+IFA__INLINE __m256i tree23i(__m256i e0, __m256i e1, __m256i e2, __m256i e3) {
+    const __m256i f01 = _mm256_add_epi32(_mm256_unpacklo_epi32(e0, e1), _mm256_unpackhi_epi32(e0, e1));
+    const __m256i f23 = _mm256_add_epi32(_mm256_unpacklo_epi32(e2, e3), _mm256_unpackhi_epi32(e2, e3));
+    return _mm256_add_epi32(_mm256_unpacklo_epi64(f01, f23), _mm256_unpackhi_epi64(f01, f23));
+}
+
+/* As qk_tile: 8 rows x GB heads in four pairs of rows, 16 elements of D per step, each VPMADDWD
+ * two products per 32-bit lane (int8 K sign-extended to int16 once for the GB heads). The last
+ * D % 16 elements of K and q are copied into zeroed buffers: AVX2 has no 8- or 16-bit masked
+ * loads. */
+IFA__INLINE void qk_q16_tile(const int GB, const int16_t *q, const float *qscale, int64_t D,
+                             const char *const *rows, float *scores, int64_t ld, int64_t m,
+                             ifa__prefetch_stream *ps, int64_t per_pair) {
+    const int64_t Dv = D & ~(int64_t)15;
+    int16_t qt[4][16] = {{0}};
+    if (Dv < D)
+        for (int g = 0; g < GB; g++) memcpy(qt[g], q + g * D + Dv, sizeof(int16_t) * (size_t)(D - Dv));
+    __m256i part[4][4];
+    for (int t = 0; t < 4; t++) {
+        const int8_t *r0 = (const int8_t *)rows[t], *r1 = (const int8_t *)rows[t + 4];
+        ifa__prefetch_next(ps, per_pair);
+        __m256i acc[4][2];
+        for (int g = 0; g < GB; g++) acc[g][0] = acc[g][1] = _mm256_setzero_si256();
+        for (int64_t d = 0; d < Dv; d += 16) {
+            const __m256i k0 = load16_i8(r0 + d), k1 = load16_i8(r1 + d);
+            for (int g = 0; g < GB; g++) {
+                const __m256i qv = _mm256_loadu_si256((const __m256i *)(q + g * D + d));
+                acc[g][0] = _mm256_add_epi32(acc[g][0], _mm256_madd_epi16(qv, k0));
+                acc[g][1] = _mm256_add_epi32(acc[g][1], _mm256_madd_epi16(qv, k1));
+            }
+        }
+        if (Dv < D) {
+            int8_t b0[16] = {0}, b1[16] = {0};
+            memcpy(b0, r0 + Dv, (size_t)(D - Dv));
+            memcpy(b1, r1 + Dv, (size_t)(D - Dv));
+            const __m256i k0 = load16_i8(b0), k1 = load16_i8(b1);
+            for (int g = 0; g < GB; g++) {
+                const __m256i qv = _mm256_loadu_si256((const __m256i *)qt[g]);
+                acc[g][0] = _mm256_add_epi32(acc[g][0], _mm256_madd_epi16(qv, k0));
+                acc[g][1] = _mm256_add_epi32(acc[g][1], _mm256_madd_epi16(qv, k1));
+            }
+        }
+        for (int g = 0; g < GB; g++) part[g][t] = tree1i(acc[g][0], acc[g][1]);
+    }
+    for (int g = 0; g < GB; g++) {
+        const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(qscale[g]),
+                                        _mm256_cvtepi32_ps(tree23i(part[g][0], part[g][1], part[g][2], part[g][3])));
+        if (m == 8)
+            _mm256_storeu_ps(scores + g * ld, sc);
+        else
+            _mm256_maskstore_ps(scores + g * ld, lane_mask(m), sc);
+    }
+}
+
+IFA__INLINE void qk_q16_g(const int16_t *q16, const float *qscale, const int64_t G, const int64_t D,
+                          const void *const *krows, int64_t n, float *scores, int64_t ld, ifa__prefetch_list prefetch) {
+    ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
+    const int64_t pairs = 4 * ((n + 7) / 8);
+    const int64_t per_pair = ifa__prefetch_per_step(&ps, pairs);
+    for (int64_t i0 = 0; i0 < n; i0 += 8) {
+        const int64_t m = n - i0 < 8 ? n - i0 : 8;
+        const char *rows[8];
+        for (int64_t r = 0; r < 8; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
+        int64_t g0 = 0, pp = per_pair;
+        for (; g0 + 4 <= G; g0 += 4, pp = 0)
+            qk_q16_tile(4, q16 + g0 * D, qscale + g0, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp);
+        switch (G - g0) {
+        case 1: qk_q16_tile(1, q16 + g0 * D, qscale + g0, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp); break;
+        case 2: qk_q16_tile(2, q16 + g0 * D, qscale + g0, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp); break;
+        case 3: qk_q16_tile(3, q16 + g0 * D, qscale + g0, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp); break;
+        default: break;
+        }
+    }
+    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
+}
+
+static void qk_i8_q16_avx2(const int16_t *q16, const float *qscale, int64_t G, int64_t D, const void *const *krows,
+                           int64_t n, float *scores, int64_t ld, ifa__prefetch_list prefetch) {
+    IFA__WITH_CONST_GD(G, D, qk_q16_g(q16, qscale, GC, DC, krows, n, scores, ld, prefetch));
+}
+
+/* ---- pv, int8 V on 16-bit fixed-point weights (VPMADDWD on pairs of rows) ------------------- */
+
+/* kernels.h's pv_i8_q16. VPMADDWD adds the products of adjacent 16-bit pairs into each 32-bit
+ * lane, so a lane pairs rows i and i+1 of one d: the two rows (sign-extended to int16) are
+ * interleaved with VPUNPCKLWD/VPUNPCKHWD and each head broadcasts its two weights as one 32-bit
+ * value. The unpacks work inside 128-bit lanes, so of a 16-wide group of d the "lo" accumulator
+ * holds d = 0-3 and 8-11, "hi" 4-7 and 12-15; two VPERM2I128 restore the order at the end. An
+ * odd n pairs the last row with itself at weight 0. */
+
+/* One slice: NG (1 or 2) groups of 16 d from d0 on (the D tail comes zero-padded through a
+ * buffer), GB heads, all rows. */
+IFA__INLINE void pv_q16_slice(const int GB, const int NG, const uint16_t *w, const float *inv, int64_t D,
+                              const void *const *vrows, int64_t n, float *acc, int64_t d0,
+                              ifa__prefetch_stream *ps, int64_t per_pair) {
+    const int64_t width = D - d0 < 16 * NG ? D - d0 : 16 * NG; /* d of this slice */
+    __m256i a[4][4];
+    for (int g = 0; g < GB; g++)
+        for (int j = 0; j < 2 * NG; j++) a[g][j] = _mm256_setzero_si256();
+    for (int64_t i = 0; i < n; i += 2) {
+        const int8_t *r0 = (const int8_t *)vrows[i] + d0;
+        const int8_t *r1 = (const int8_t *)vrows[i + 1 < n ? i + 1 : i] + d0;
+        ifa__prefetch_next(ps, per_pair);
+        __m256i x[4];
+        for (int h = 0; h < NG; h++) {
+            __m256i va, vb;
+            if (width >= 16 * (h + 1)) {
+                va = load16_i8(r0 + 16 * h);
+                vb = load16_i8(r1 + 16 * h);
+            } else {
+                int8_t b0[16] = {0}, b1[16] = {0};
+                memcpy(b0, r0 + 16 * h, (size_t)(width - 16 * h));
+                memcpy(b1, r1 + 16 * h, (size_t)(width - 16 * h));
+                va = load16_i8(b0);
+                vb = load16_i8(b1);
+            }
+            x[2 * h] = _mm256_unpacklo_epi16(va, vb);
+            x[2 * h + 1] = _mm256_unpackhi_epi16(va, vb);
+        }
+        for (int g = 0; g < GB; g++) {
+            int32_t wpair; /* w_i and w_i+1 as one 32-bit value (memcpy: no type punning) */
+            memcpy(&wpair, w + g * 64 + i, sizeof wpair);
+            const __m256i pw = _mm256_set1_epi32(wpair);
+            for (int j = 0; j < 2 * NG; j++) a[g][j] = _mm256_add_epi32(a[g][j], _mm256_madd_epi16(pw, x[j]));
+        }
+    }
+    for (int g = 0; g < GB; g++)
+        for (int h = 0; h < NG; h++) {
+            const __m256i lo = a[g][2 * h], hi = a[g][2 * h + 1];
+            const __m256i sums[2] = {_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31)};
+            for (int e = 0; e < 2; e++) {
+                const int64_t off = 16 * h + 8 * e, count = width - off; /* d of this vector */
+                if (count <= 0) break;
+                float *o = acc + g * D + d0 + off;
+                const __m256 scale = _mm256_set1_ps(inv[g]), total = _mm256_cvtepi32_ps(sums[e]);
+                if (count >= 8) {
+                    _mm256_storeu_ps(o, _mm256_fmadd_ps(scale, total, _mm256_loadu_ps(o)));
+                } else {
+                    const __m256i lm = lane_mask(count);
+                    _mm256_maskstore_ps(o, lm, _mm256_fmadd_ps(scale, total, _mm256_maskload_ps(o, lm)));
+                }
+            }
+        }
+}
+
+/* All slices of D for a block of GB heads, 16 d (two accumulators per head) at a time: with 32 d
+ * the 16 accumulators of 4 heads and the row vectors outgrew the 16 ymm registers. */
+IFA__INLINE void pv_q16_heads(const int GB, const uint16_t *w, const float *inv, int64_t D, const void *const *v,
+                              int64_t n, float *acc, ifa__prefetch_stream *ps, int64_t per_pair) {
+    for (int64_t d0 = 0; d0 < D; d0 += 16) pv_q16_slice(GB, 1, w, inv, D, v, n, acc, d0, ps, per_pair);
+}
+
+/* The 16-bit weights of head pg (n of them, then a 0 when n is odd) and its scale a / 32767, as
+ * kernels.h says (rne by VCVTPS2DQ in the default rounding mode). Returns 0 when every weight is
+ * 0 (the head adds nothing). */
+IFA__INLINE int pv_q16_weights(const float *pg, int64_t n, uint16_t *w, float *inv) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 mx = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(pg + i)));
+    float a = hmax8(mx);
+    for (; i < n; i++) a = fabsf(pg[i]) > a ? fabsf(pg[i]) : a;
+    if (!(a > 0.0f)) {
+        memset(w, 0, sizeof *w * (size_t)(n + (n & 1)));
+        *inv = 0.0f;
+        return 0;
+    }
+    const float s = 32767.0f / a;
+    *inv = a / 32767.0f;
+    const __m256 vs = _mm256_set1_ps(s);
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(pg + i), vs));
+        /* |q| <= 32767: the signed pack saturates nothing; it packs within 128-bit lanes. */
+        const __m128i h = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        _mm_storeu_si128((__m128i *)(w + i), h);
+    }
+    for (; i < n; i++) w[i] = (uint16_t)(int16_t)_mm_cvtss_si32(_mm_set_ss(pg[i] * s));
+    if (n & 1) w[n] = 0;
+    return 1;
+}
+
+/* One block of gb <= 4 heads from head g0: their weights, then all slices of D. */
+IFA__INLINE void pv_q16_block(const float *p, int64_t ld, int64_t g0, int64_t gb, int64_t D, const void *const *v,
+                              int64_t n, float *acc, ifa__prefetch_stream *ps, int64_t per_pair) {
+    uint16_t w[4 * 64];
+    float inv[4] = {0};
+    int any = 0;
+    for (int64_t g = 0; g < gb; g++) any |= pv_q16_weights(p + (g0 + g) * ld, n, w + g * 64, &inv[g]);
+    if (!any) return;
+    switch (gb) {
+    case 1: pv_q16_heads(1, w, inv, D, v, n, acc + g0 * D, ps, per_pair); break;
+    case 2: pv_q16_heads(2, w, inv, D, v, n, acc + g0 * D, ps, per_pair); break;
+    case 3: pv_q16_heads(3, w, inv, D, v, n, acc + g0 * D, ps, per_pair); break;
+    default: pv_q16_heads(4, w, inv, D, v, n, acc + g0 * D, ps, per_pair); break;
+    }
+}
+
+IFA__INLINE void pv_q16_g(const float *p, int64_t ld, const int64_t G, const int64_t D, const void *const *v,
+                          int64_t n, float *acc, ifa__prefetch_list prefetch) {
+    ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
+    const int64_t steps = ((D + 15) / 16) * ((n + 1) / 2) * ((G + 3) / 4);
+    const int64_t per_pair = ifa__prefetch_per_step(&ps, steps);
+    for (int64_t g0 = 0; g0 < G; g0 += 4) pv_q16_block(p, ld, g0, G - g0 < 4 ? G - g0 : 4, D, v, n, acc, &ps, per_pair);
+    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
+}
+
+static void pv_i8_q16_avx2(const float *p, int64_t ld, int64_t G, int64_t D, const void *const *v, int64_t n,
+                           float *acc, ifa__prefetch_list prefetch) {
+    /* A weight that is not finite sends the whole call down the float path (kernels.h): its
+     * exponent bits are all ones. */
+    const __m256i expo = _mm256_set1_epi32(0x7F800000);
+    __m256i odd = _mm256_setzero_si256();
+    int scalar_odd = 0;
+    for (int64_t g = 0; g < G; g++) {
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            const __m256i e = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p + g * ld + i)), expo);
+            odd = _mm256_or_si256(odd, _mm256_cmpeq_epi32(e, expo));
+        }
+        for (; i < n; i++) scalar_odd |= !isfinite(p[g * ld + i]);
+    }
+    if (scalar_odd || !_mm256_testz_si256(odd, odd))
+        pv_impl(IFA__KV_I8, p, ld, G, D, v, n, acc, prefetch);
+    else
+        IFA__WITH_CONST_GD(G, D, pv_q16_g(p, ld, GC, DC, v, n, acc, prefetch));
+}
+
 /* ---- softmax ------------------------------------------------------------------------------ */
 
 /* expf, vectorised (Cephes, as in attention_avx512.c). The clamp to [-110, 89] keeps NaN (the
@@ -252,13 +515,6 @@ IFA__INLINE __m256 exp8(__m256 x) {
     const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
     const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
     return _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
-}
-
-IFA__INLINE float hmax8(__m256 v) {
-    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
-    return _mm_cvtss_f32(x);
 }
 
 /* Lane g of the result = the sum of the 8 lanes of v[g], g < 8: three rounds of HADDPS and one
@@ -394,6 +650,8 @@ const ifa__kernel_table ifa__kernels_avx2 = {
     .isa = "avx2",
     .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
     .pv = {[IFA__KV_F16] = pv_f16, [IFA__KV_BF16] = pv_bf16, [IFA__KV_F32] = pv_f32, [IFA__KV_I8] = pv_i8},
+    .qk_i8_q16 = qk_i8_q16_avx2,
+    .pv_i8_q16 = pv_i8_q16_avx2,
     .softmax = softmax_avx2,
     .f16_to_f32 = f16_to_f32_avx2,
     .f32_to_f16 = f32_to_f16_avx2,
