@@ -6,7 +6,7 @@
  * into itself (the same source, the same constants for G and D; -DKL_AVX2 takes the AVX2 file)
  * and calls its table the way attend.c does for one dense unit: qk, softmax, pv over n rows of
  * K and V (D = 128), G query heads. KL_KIND in the environment picks the rows and kernels:
- * f16 (float16, the default), i8 (int8 rows, the float qk and pv), i8q16 (int8 rows, the
+ * f16 (float16, the default), bf16 (the same bits read as bfloat16), i8 (int8 rows, the float qk and pv), i8q16 (int8 rows, the
  * integer qk_i8_q16 and pv_i8_q16 of inner_precise = 1). Two measurements:
  *
  *   l1    one core, the n rows in L1: ns per row of qk, softmax and pv alone, then of the three
@@ -86,7 +86,7 @@ typedef struct worker {
     double ns_per_row;
 } worker;
 
-enum { KL_F16, KL_I8, KL_I8Q16 };
+enum { KL_F16, KL_I8, KL_I8Q16, KL_BF16 };
 
 static void worker_init(worker *w, int G, int n, size_t units, int kind) {
     w->G = G, w->n = n, w->units = units, w->kind = kind;
@@ -108,7 +108,7 @@ static void worker_init(worker *w, int G, int n, size_t units, int kind) {
     w->q16 = aligned_alloc(64, (size_t)G * D * 2);
     for (int i = 0; i < G * D; i++) w->q16[i] = (int16_t)((i * 7919) % 4001 - 2000);
     for (int g = 0; g < 16; g++) w->qscale[g] = 1e-6f;
-    if (w->kind != KL_F16) /* int8 rows of D bytes, D apart: the first half of each float16 row's room */
+    if (w->kind == KL_I8 || w->kind == KL_I8Q16) /* int8 rows of D bytes, D apart: the first half of each float16 row's room */
         for (size_t i = 0; i < rows; i++) {
             w->krows[i] = (const int8_t *)w->k + i * D;
             w->vrows[i] = (const int8_t *)w->v + i * D;
@@ -131,20 +131,21 @@ static void unit_call(worker *w, size_t u, long ahead, int parts) {
         pk = (ifa__prefetch_list){w->krows + (size_t)ahead * w->n, w->n, D * 2};
         pv = (ifa__prefetch_list){w->vrows + (size_t)ahead * w->n, w->n, D * 2};
     }
-    const int64_t rb = w->kind == KL_F16 ? D * 2 : D;
+    const int64_t rb = w->kind == KL_F16 || w->kind == KL_BF16 ? D * 2 : D;
+    const ifa__kv_kind fk = w->kind == KL_F16 ? IFA__KV_F16 : w->kind == KL_BF16 ? IFA__KV_BF16 : IFA__KV_I8;
     pk.bytes = pk.n ? rb : 0, pv.bytes = pv.n ? rb : 0;
     if (parts & 1) {
         if (w->kind == KL_I8Q16)
             t->qk_i8_q16(w->q16, w->qscale, w->G, D, kr, w->n, w->s, 64, pk);
         else
-            t->qk[w->kind == KL_F16 ? IFA__KV_F16 : IFA__KV_I8](w->q, w->G, D, kr, 1, w->n, w->s, 64, pk);
+            t->qk[fk](w->q, w->G, D, kr, 1, w->n, w->s, 64, pk);
     }
     if (parts & 2) t->softmax(w->s, 64, w->G, w->n, w->m, w->l, w->alpha);
     if (parts & 4) {
         if (w->kind == KL_I8Q16)
             t->pv_i8_q16(w->s, 64, w->G, D, vr, w->n, w->acc, pv);
         else
-            t->pv[w->kind == KL_F16 ? IFA__KV_F16 : IFA__KV_I8](w->s, 64, w->G, D, vr, 1, w->n, w->acc, pv);
+            t->pv[fk](w->s, 64, w->G, D, vr, 1, w->n, w->acc, pv);
     }
 }
 
@@ -175,11 +176,14 @@ static void *dram_run(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 3 || (strcmp(argv[1], "l1") != 0 && strcmp(argv[1], "dram") != 0)) {
-        fprintf(stderr, "usage: %s l1 G [n] | dram G [n] [threads] [dist]   (env KL_KIND=f16|i8|i8q16)\n", argv[0]);
+        fprintf(stderr, "usage: %s l1 G [n] | dram G [n] [threads] [dist]   (env KL_KIND=f16|bf16|i8|i8q16)\n", argv[0]);
         return 2;
     }
     const char *kn = getenv("KL_KIND");
-    const int kind = kn == NULL || strcmp(kn, "f16") == 0 ? KL_F16 : strcmp(kn, "i8") == 0 ? KL_I8 : KL_I8Q16;
+    const int kind = kn == NULL || strcmp(kn, "f16") == 0 ? KL_F16
+                     : strcmp(kn, "bf16") == 0                ? KL_BF16
+                     : strcmp(kn, "i8") == 0                  ? KL_I8
+                                                              : KL_I8Q16;
     const int G = atoi(argv[2]), n = argc > 3 ? atoi(argv[3]) : 32;
     if (G < 1 || G > 16 || n < 1 || n > 64) {
         fprintf(stderr, "G must be 1-16 and n 1-64\n");
@@ -209,6 +213,6 @@ int main(int argc, char **argv) {
     double worst = 0.0;
     for (int i = 0; i < threads; i++) worst = w[i].ns_per_row > worst ? w[i].ns_per_row : worst;
     printf("dram G=%d n=%d threads=%d dist=%d: %.2f ns per row per core, %.1f GB/s of K and V (acc %g)\n", G, n,
-           threads, dist, worst, threads * 2.0 * D * (kind == KL_F16 ? 2 : 1) / worst, (double)w[0].acc[1]);
+           threads, dist, worst, threads * 2.0 * D * (kind == KL_F16 || kind == KL_BF16 ? 2 : 1) / worst, (double)w[0].acc[1]);
     return 0;
 }
