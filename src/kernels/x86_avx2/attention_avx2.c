@@ -5,9 +5,9 @@
  * 16 ymm registers of 8 floats:
  *
  * qk  a tile is 8 rows x up to 4 heads, walked as four pairs of rows; a pair keeps 2 rows x 4
- *     heads = 8 accumulators, so each converted K vector feeds 4 FMAs and each q vector (a memory
- *     operand) 2. The 8 partial vectors of one head are reduced together by a transpose-add
- *     tree of 7 shuffle+add steps, never one horizontal sum per score:
+ *     heads = 8 accumulators, so each converted K vector feeds 4 FMAs and each q vector (loaded
+ *     once into a register, see qk_tile) 2. The 8 partial vectors of one head are reduced
+ *     together by a transpose-add tree of 7 shuffle+add steps, never one horizontal sum per score:
  *
  *         pair t holds rows t and t+4 (slots 2t, 2t+1)
  *         level 1 (per pair, VPERM2F128):     2 vectors -> 1, 128-bit half h = 4 partials of row t+4h
@@ -18,6 +18,10 @@
  * pv  the D axis goes in slices of 16 floats (2 ymm) and the heads in blocks of up to 4: 8
  *     accumulators stay in registers across all n rows of the chunk; each converted V vector
  *     feeds 4 FMAs.
+ *
+ * qk_i8_q16, pv_i8_q16 (int8 KV at inner_precise = 1, kernels.h) the same tiles on VPMADDWD:
+ *     16 int16 products added in pairs into 8 int32 lanes, exact, so the same bits as the
+ *     reference. AVX2 has no bfloat16 dot product: bf16 KV keeps the float kernels.
  *
  * D tails: AVX2 has masked loads for 32-bit elements only, so a row's last D % 8 elements (of
  * any dtype) are copied into a zeroed 8-element buffer and converted from there; q and the
@@ -39,11 +43,16 @@
 
 #define IFA__INLINE static inline __attribute__((always_inline))
 
+/* Hides where p points from the optimiser (qk_tile). */
 IFA__INLINE void opaque_pointer(const char **p) {
+#if defined(__GNUC__)
     __asm__("" : "+r"(*p));
+#else
+    (void)p;
+#endif
 }
 
-/* Makes v a register value the optimiser cannot see through. */
+/* Makes v a register value the optimiser cannot see through (qk_tile). */
 IFA__INLINE void in_register(__m256 *v) {
 #if defined(__GNUC__)
     __asm__("" : "+x"(*v));
@@ -117,6 +126,10 @@ IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D
         /* Pair t: rows t and t+4, so that the tree's output comes out in row order. */
         const char *r0 = rows[t], *r1 = rows[t + 4];
         ifa__prefetch_next(ps, per_pair);
+        /* Each query vector is loaded once into a register for the two FMAs that use it
+         * (in_register), through a pointer the optimiser cannot see through: GCC 12 otherwise
+         * made it the memory operand of both, ten loads per eight FMAs, which on Zen 3 held
+         * qk at G = 4 to 16.9 ns per row in L1 against 13.9 (docs/kernels.md). */
         const char *qg = (const char *)q;
         opaque_pointer(&qg);
         __m256 acc[4][2];
