@@ -163,8 +163,92 @@ IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D
     }
 }
 
-IFA__INLINE void qk_impl_g(const int kind, const float *q, const int64_t G, const int64_t D, const void *const *krows,
-                           int64_t n, float *scores, int64_t ld, ifa__prefetch_list prefetch) {
+/* ---- qk, int8 K on an int16 query (VPMADDWD) ----------------------------------------------- */
+
+/* 16 int8 of a row sign-extended to int16. */
+IFA__INLINE __m256i load16_i8(const int8_t *p) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* The integer forms of tree1 and tree23 (exact: int32 additions of exact int32 sums). */
+IFA__INLINE __m256i tree1i(__m256i a, __m256i b) {
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+IFA__INLINE __m256i tree23i(__m256i e0, __m256i e1, __m256i e2, __m256i e3) {
+    const __m256i f01 = _mm256_add_epi32(_mm256_unpacklo_epi32(e0, e1), _mm256_unpackhi_epi32(e0, e1));
+    const __m256i f23 = _mm256_add_epi32(_mm256_unpacklo_epi32(e2, e3), _mm256_unpackhi_epi32(e2, e3));
+    return _mm256_add_epi32(_mm256_unpacklo_epi64(f01, f23), _mm256_unpackhi_epi64(f01, f23));
+}
+
+/* As qk_tile: 8 rows x GB heads in four pairs of rows, 16 elements of D per step, each VPMADDWD
+ * two products per 32-bit lane (int8 K sign-extended to int16 once for the GB heads). The last
+ * D % 16 elements of K and q are copied into zeroed buffers: AVX2 has no 8- or 16-bit masked
+ * loads. */
+IFA__INLINE void qk_q16_tile(const int GB, const int16_t *q, const float *qscale, int64_t D,
+                             const char *const *rows, float *scores, int64_t ld, int64_t m,
+                             ifa__prefetch_stream *ps, int64_t per_pair) {
+    const int64_t Dv = D & ~(int64_t)15;
+    __m256i part[4][4];
+    for (int t = 0; t < 4; t++) {
+        const int8_t *r0 = (const int8_t *)rows[t], *r1 = (const int8_t *)rows[t + 4];
+        ifa__prefetch_next(ps, per_pair);
+        __m256i acc[4][2];
+        for (int g = 0; g < GB; g++) acc[g][0] = acc[g][1] = _mm256_setzero_si256();
+        for (int64_t d = 0; d < Dv; d += 16) {
+            const __m256i k0 = load16_i8(r0 + d), k1 = load16_i8(r1 + d);
+            for (int g = 0; g < GB; g++) {
+                const __m256i qv = _mm256_loadu_si256((const __m256i *)(q + g * D + d));
+                acc[g][0] = _mm256_add_epi32(acc[g][0], _mm256_madd_epi16(qv, k0));
+                acc[g][1] = _mm256_add_epi32(acc[g][1], _mm256_madd_epi16(qv, k1));
+            }
+        }
+        if (Dv < D) {
+            int8_t b0[16] = {0}, b1[16] = {0};
+            memcpy(b0, r0 + Dv, (size_t)(D - Dv));
+            memcpy(b1, r1 + Dv, (size_t)(D - Dv));
+            const __m256i k0 = load16_i8(b0), k1 = load16_i8(b1);
+            for (int g = 0; g < GB; g++) {
+                /* Copied here, not once per tile: a zeroed array per tile became a REP STOSQ,
+                 * whose start-up cost every call with D % 16 == 0 too. */
+                int16_t qt[16] = {0};
+                memcpy(qt, q + g * D + Dv, sizeof(int16_t) * (size_t)(D - Dv));
+                const __m256i qv = _mm256_loadu_si256((const __m256i *)qt);
+                acc[g][0] = _mm256_add_epi32(acc[g][0], _mm256_madd_epi16(qv, k0));
+                acc[g][1] = _mm256_add_epi32(acc[g][1], _mm256_madd_epi16(qv, k1));
+            }
+        }
+        for (int g = 0; g < GB; g++) part[g][t] = tree1i(acc[g][0], acc[g][1]);
+    }
+    for (int g = 0; g < GB; g++) {
+        const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(qscale[g]),
+                                        _mm256_cvtepi32_ps(tree23i(part[g][0], part[g][1], part[g][2], part[g][3])));
+        if (m == 8)
+            _mm256_storeu_ps(scores + g * ld, sc);
+        else
+            _mm256_maskstore_ps(scores + g * ld, lane_mask(m), sc);
+    }
+}
+
+/* ---- qk, the driver of both forms ----------------------------------------------------------- */
+
+/* The integer form beside the float ones (whose form is the KV kind itself). */
+#define QK_Q16 IFA__KV_KIND_COUNT /* int8 K, int16 query (qk_q16_tile) */
+
+/* One tile of GB heads from head g0 on, in the form `form` (a compile-time constant at every call
+ * site): q is float or int16 accordingly; qscale serves QK_Q16 only. */
+IFA__INLINE void qk_form_tile(const int form, const int GB, const void *q, const float *qscale, int64_t g0,
+                              int64_t D, const char *const *rows, float *scores, int64_t ld, int64_t m,
+                              ifa__prefetch_stream *ps, int64_t per_pair) {
+    if (form == QK_Q16)
+        qk_q16_tile(GB, (const int16_t *)q + g0 * D, qscale + g0, D, rows, scores, ld, m, ps, per_pair);
+    else
+        qk_tile(form, GB, (const float *)q + g0 * D, D, rows, scores, ld, m, ps, per_pair);
+}
+
+IFA__INLINE void qk_drive_g(const int form, const void *q, const float *qscale, const int64_t G, const int64_t D,
+                            const void *const *krows, int64_t n, float *scores, int64_t ld,
+                            ifa__prefetch_list prefetch) {
     /* The next call's rows are prefetched a few lines per pair of rows (see the AVX-512 file). */
     ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
     const int64_t pairs = 4 * ((n + 7) / 8);
@@ -173,31 +257,37 @@ IFA__INLINE void qk_impl_g(const int kind, const float *q, const int64_t G, cons
         const int64_t m = n - i0 < 8 ? n - i0 : 8;
         const char *rows[8];
         for (int64_t r = 0; r < 8; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
+        float *sc = scores + i0;
         int64_t g0 = 0, pp = per_pair;
-        if (kind == IFA__KV_F16) {
+        if (form == IFA__KV_F16 || form == QK_Q16) {
             for (; g0 + 4 <= G; g0 += 4, pp = 0)
-                qk_tile(kind, 4, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp);
+                qk_form_tile(form, 4, q, qscale, g0, D, rows, sc + g0 * ld, ld, m, &ps, pp);
         } else {
             /* One copy of the block for the other dtypes: with two blocks (G = 8) written out,
              * GCC 12 ran their qk at 52 against 30 ns per row in L1 (bf16 and int8; float16's two
              * copies ran at 24.5 against 26.9 for one). */
 #pragma GCC unroll 1
             for (; g0 + 4 <= G; g0 += 4, pp = 0)
-                qk_tile(kind, 4, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp);
+                qk_form_tile(form, 4, q, qscale, g0, D, rows, sc + g0 * ld, ld, m, &ps, pp);
         }
         switch (G - g0) {
-        case 1: qk_tile(kind, 1, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp); break;
-        case 2: qk_tile(kind, 2, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp); break;
-        case 3: qk_tile(kind, 3, q + g0 * D, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp); break;
+        case 1: qk_form_tile(form, 1, q, qscale, g0, D, rows, sc + g0 * ld, ld, m, &ps, pp); break;
+        case 2: qk_form_tile(form, 2, q, qscale, g0, D, rows, sc + g0 * ld, ld, m, &ps, pp); break;
+        case 3: qk_form_tile(form, 3, q, qscale, g0, D, rows, sc + g0 * ld, ld, m, &ps, pp); break;
         default: break;
         }
     }
     ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
 }
 
+IFA__INLINE void qk_drive(const int form, const void *q, const float *qscale, int64_t G, int64_t D,
+                          const void *const *krows, int64_t n, float *scores, int64_t ld, ifa__prefetch_list prefetch) {
+    IFA__WITH_CONST_GD(G, D, qk_drive_g(form, q, qscale, GC, DC, krows, n, scores, ld, prefetch));
+}
+
 IFA__INLINE void qk_impl(const int kind, const float *q, int64_t G, int64_t D, const void *const *krows, int64_t n,
                          float *scores, int64_t ld, ifa__prefetch_list prefetch) {
-    IFA__WITH_CONST_GD(G, D, qk_impl_g(kind, q, GC, DC, krows, n, scores, ld, prefetch));
+    qk_drive(kind, q, NULL, G, D, krows, n, scores, ld, prefetch);
 }
 
 /* ---- pv ----------------------------------------------------------------------------------- */
@@ -272,98 +362,9 @@ IFA__DEFINE_QK_PV(bf16, IFA__KV_BF16)
 IFA__DEFINE_QK_PV(f32, IFA__KV_F32)
 IFA__DEFINE_QK_PV(i8, IFA__KV_I8)
 
-/* ---- qk, int8 K on an int16 query (VPMADDWD) ----------------------------------------------- */
-
-/* 16 int8 of a row sign-extended to int16. */
-IFA__INLINE __m256i load16_i8(const int8_t *p) {
-    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
-}
-
-/* The integer forms of tree1 and tree23 (exact: int32 additions of exact int32 sums). */
-IFA__INLINE __m256i tree1i(__m256i a, __m256i b) {
-    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
-}
-
-IFA__INLINE __m256i tree23i(__m256i e0, __m256i e1, __m256i e2, __m256i e3) {
-    const __m256i f01 = _mm256_add_epi32(_mm256_unpacklo_epi32(e0, e1), _mm256_unpackhi_epi32(e0, e1));
-    const __m256i f23 = _mm256_add_epi32(_mm256_unpacklo_epi32(e2, e3), _mm256_unpackhi_epi32(e2, e3));
-    return _mm256_add_epi32(_mm256_unpacklo_epi64(f01, f23), _mm256_unpackhi_epi64(f01, f23));
-}
-
-/* As qk_tile: 8 rows x GB heads in four pairs of rows, 16 elements of D per step, each VPMADDWD
- * two products per 32-bit lane (int8 K sign-extended to int16 once for the GB heads). The last
- * D % 16 elements of K and q are copied into zeroed buffers: AVX2 has no 8- or 16-bit masked
- * loads. */
-IFA__INLINE void qk_q16_tile(const int GB, const int16_t *q, const float *qscale, int64_t D,
-                             const char *const *rows, float *scores, int64_t ld, int64_t m,
-                             ifa__prefetch_stream *ps, int64_t per_pair) {
-    const int64_t Dv = D & ~(int64_t)15;
-    __m256i part[4][4];
-    for (int t = 0; t < 4; t++) {
-        const int8_t *r0 = (const int8_t *)rows[t], *r1 = (const int8_t *)rows[t + 4];
-        ifa__prefetch_next(ps, per_pair);
-        __m256i acc[4][2];
-        for (int g = 0; g < GB; g++) acc[g][0] = acc[g][1] = _mm256_setzero_si256();
-        for (int64_t d = 0; d < Dv; d += 16) {
-            const __m256i k0 = load16_i8(r0 + d), k1 = load16_i8(r1 + d);
-            for (int g = 0; g < GB; g++) {
-                const __m256i qv = _mm256_loadu_si256((const __m256i *)(q + g * D + d));
-                acc[g][0] = _mm256_add_epi32(acc[g][0], _mm256_madd_epi16(qv, k0));
-                acc[g][1] = _mm256_add_epi32(acc[g][1], _mm256_madd_epi16(qv, k1));
-            }
-        }
-        if (Dv < D) {
-            int8_t b0[16] = {0}, b1[16] = {0};
-            memcpy(b0, r0 + Dv, (size_t)(D - Dv));
-            memcpy(b1, r1 + Dv, (size_t)(D - Dv));
-            const __m256i k0 = load16_i8(b0), k1 = load16_i8(b1);
-            for (int g = 0; g < GB; g++) {
-                /* Copied here, not once per tile: a zeroed array per tile became a REP STOSQ,
-                 * whose start-up cost every call with D % 16 == 0 too. */
-                int16_t qt[16] = {0};
-                memcpy(qt, q + g * D + Dv, sizeof(int16_t) * (size_t)(D - Dv));
-                const __m256i qv = _mm256_loadu_si256((const __m256i *)qt);
-                acc[g][0] = _mm256_add_epi32(acc[g][0], _mm256_madd_epi16(qv, k0));
-                acc[g][1] = _mm256_add_epi32(acc[g][1], _mm256_madd_epi16(qv, k1));
-            }
-        }
-        for (int g = 0; g < GB; g++) part[g][t] = tree1i(acc[g][0], acc[g][1]);
-    }
-    for (int g = 0; g < GB; g++) {
-        const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(qscale[g]),
-                                        _mm256_cvtepi32_ps(tree23i(part[g][0], part[g][1], part[g][2], part[g][3])));
-        if (m == 8)
-            _mm256_storeu_ps(scores + g * ld, sc);
-        else
-            _mm256_maskstore_ps(scores + g * ld, lane_mask(m), sc);
-    }
-}
-
-IFA__INLINE void qk_q16_g(const int16_t *q16, const float *qscale, const int64_t G, const int64_t D,
-                          const void *const *krows, int64_t n, float *scores, int64_t ld, ifa__prefetch_list prefetch) {
-    ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
-    const int64_t pairs = 4 * ((n + 7) / 8);
-    const int64_t per_pair = ifa__prefetch_per_step(&ps, pairs);
-    for (int64_t i0 = 0; i0 < n; i0 += 8) {
-        const int64_t m = n - i0 < 8 ? n - i0 : 8;
-        const char *rows[8];
-        for (int64_t r = 0; r < 8; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
-        int64_t g0 = 0, pp = per_pair;
-        for (; g0 + 4 <= G; g0 += 4, pp = 0)
-            qk_q16_tile(4, q16 + g0 * D, qscale + g0, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp);
-        switch (G - g0) {
-        case 1: qk_q16_tile(1, q16 + g0 * D, qscale + g0, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp); break;
-        case 2: qk_q16_tile(2, q16 + g0 * D, qscale + g0, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp); break;
-        case 3: qk_q16_tile(3, q16 + g0 * D, qscale + g0, D, rows, scores + g0 * ld + i0, ld, m, &ps, pp); break;
-        default: break;
-        }
-    }
-    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
-}
-
 static void qk_i8_q16_avx2(const int16_t *q16, const float *qscale, int64_t G, int64_t D, const void *const *krows,
                            int64_t n, float *scores, int64_t ld, ifa__prefetch_list prefetch) {
-    IFA__WITH_CONST_GD(G, D, qk_q16_g(q16, qscale, GC, DC, krows, n, scores, ld, prefetch));
+    qk_drive(QK_Q16, q16, qscale, G, D, krows, n, scores, ld, prefetch);
 }
 
 /* ---- pv, int8 V on 16-bit fixed-point weights (VPMADDWD on pairs of rows) ------------------- */
