@@ -376,66 +376,61 @@ static void qk_i8_q16_avx2(const int16_t *q16, const float *qscale, int64_t G, i
  * holds d = 0-3 and 8-11, "hi" 4-7 and 12-15; two VPERM2I128 restore the order at the end. An
  * odd n pairs the last row with itself at weight 0. */
 
-/* One slice: NG (1 or 2) groups of 16 d from d0 on (the D tail comes zero-padded through a
- * buffer), GB heads, all rows. */
-IFA__INLINE void pv_q16_slice(const int GB, const int NG, const uint16_t *w, const float *inv, int64_t D,
-                              const void *const *vrows, int64_t n, float *acc, int64_t d0,
-                              ifa__prefetch_stream *ps, int64_t per_pair) {
-    const int64_t width = D - d0 < 16 * NG ? D - d0 : 16 * NG; /* d of this slice */
-    __m256i a[4][4];
-    for (int g = 0; g < GB; g++)
-        for (int j = 0; j < 2 * NG; j++) a[g][j] = _mm256_setzero_si256();
+/* One slice of 16 d from d0 on (the D tail comes zero-padded through a buffer) for GB heads over
+ * all rows. 16 d, two accumulators per head: with 32 d the 16 accumulators of 4 heads and the row
+ * vectors outgrew the 16 ymm registers, and the kernel ran slower than the float pv. */
+IFA__INLINE void pv_q16_slice(const int GB, const uint16_t *w, const float *inv, int64_t D, const void *const *vrows,
+                              int64_t n, float *acc, int64_t d0, ifa__prefetch_stream *ps, int64_t per_pair) {
+    const int64_t width = D - d0 < 16 ? D - d0 : 16; /* d of this slice */
+    __m256i a[4][2];
+    for (int g = 0; g < GB; g++) a[g][0] = a[g][1] = _mm256_setzero_si256();
     for (int64_t i = 0; i < n; i += 2) {
         const int8_t *r0 = (const int8_t *)vrows[i] + d0;
         const int8_t *r1 = (const int8_t *)vrows[i + 1 < n ? i + 1 : i] + d0;
         ifa__prefetch_next(ps, per_pair);
-        __m256i x[4];
-        for (int h = 0; h < NG; h++) {
-            __m256i va, vb;
-            if (width >= 16 * (h + 1)) {
-                va = load16_i8(r0 + 16 * h);
-                vb = load16_i8(r1 + 16 * h);
-            } else {
-                int8_t b0[16] = {0}, b1[16] = {0};
-                memcpy(b0, r0 + 16 * h, (size_t)(width - 16 * h));
-                memcpy(b1, r1 + 16 * h, (size_t)(width - 16 * h));
-                va = load16_i8(b0);
-                vb = load16_i8(b1);
-            }
-            x[2 * h] = _mm256_unpacklo_epi16(va, vb);
-            x[2 * h + 1] = _mm256_unpackhi_epi16(va, vb);
+        __m256i va, vb;
+        if (width == 16) {
+            va = load16_i8(r0);
+            vb = load16_i8(r1);
+        } else {
+            int8_t b0[16] = {0}, b1[16] = {0};
+            memcpy(b0, r0, (size_t)width);
+            memcpy(b1, r1, (size_t)width);
+            va = load16_i8(b0);
+            vb = load16_i8(b1);
         }
+        const __m256i x0 = _mm256_unpacklo_epi16(va, vb), x1 = _mm256_unpackhi_epi16(va, vb);
         for (int g = 0; g < GB; g++) {
             int32_t wpair; /* w_i and w_i+1 as one 32-bit value (memcpy: no type punning) */
             memcpy(&wpair, w + g * 64 + i, sizeof wpair);
             const __m256i pw = _mm256_set1_epi32(wpair);
-            for (int j = 0; j < 2 * NG; j++) a[g][j] = _mm256_add_epi32(a[g][j], _mm256_madd_epi16(pw, x[j]));
+            a[g][0] = _mm256_add_epi32(a[g][0], _mm256_madd_epi16(pw, x0));
+            a[g][1] = _mm256_add_epi32(a[g][1], _mm256_madd_epi16(pw, x1));
         }
     }
-    for (int g = 0; g < GB; g++)
-        for (int h = 0; h < NG; h++) {
-            const __m256i lo = a[g][2 * h], hi = a[g][2 * h + 1];
-            const __m256i sums[2] = {_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31)};
-            for (int e = 0; e < 2; e++) {
-                const int64_t off = 16 * h + 8 * e, count = width - off; /* d of this vector */
-                if (count <= 0) break;
-                float *o = acc + g * D + d0 + off;
-                const __m256 scale = _mm256_set1_ps(inv[g]), total = _mm256_cvtepi32_ps(sums[e]);
-                if (count >= 8) {
-                    _mm256_storeu_ps(o, _mm256_fmadd_ps(scale, total, _mm256_loadu_ps(o)));
-                } else {
-                    const __m256i lm = lane_mask(count);
-                    _mm256_maskstore_ps(o, lm, _mm256_fmadd_ps(scale, total, _mm256_maskload_ps(o, lm)));
-                }
+    for (int g = 0; g < GB; g++) {
+        const __m256i sums[2] = {_mm256_permute2x128_si256(a[g][0], a[g][1], 0x20),
+                                 _mm256_permute2x128_si256(a[g][0], a[g][1], 0x31)};
+        const __m256 scale = _mm256_set1_ps(inv[g]);
+        for (int e = 0; e < 2; e++) {
+            const int64_t count = width - 8 * e; /* d of this vector */
+            if (count <= 0) break;
+            float *o = acc + g * D + d0 + 8 * e;
+            const __m256 total = _mm256_cvtepi32_ps(sums[e]);
+            if (count >= 8) {
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(scale, total, _mm256_loadu_ps(o)));
+            } else {
+                const __m256i lm = lane_mask(count);
+                _mm256_maskstore_ps(o, lm, _mm256_fmadd_ps(scale, total, _mm256_maskload_ps(o, lm)));
             }
         }
+    }
 }
 
-/* All slices of D for a block of GB heads, 16 d (two accumulators per head) at a time: with 32 d
- * the 16 accumulators of 4 heads and the row vectors outgrew the 16 ymm registers. */
+/* All slices of D for a block of GB heads. */
 IFA__INLINE void pv_q16_heads(const int GB, const uint16_t *w, const float *inv, int64_t D, const void *const *v,
                               int64_t n, float *acc, ifa__prefetch_stream *ps, int64_t per_pair) {
-    for (int64_t d0 = 0; d0 < D; d0 += 16) pv_q16_slice(GB, 1, w, inv, D, v, n, acc, d0, ps, per_pair);
+    for (int64_t d0 = 0; d0 < D; d0 += 16) pv_q16_slice(GB, w, inv, D, v, n, acc, d0, ps, per_pair);
 }
 
 /* The 16-bit weights of head pg (n of them, then a 0 when n is odd) and its scale a / 32767, as
