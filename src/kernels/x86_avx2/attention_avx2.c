@@ -116,6 +116,14 @@ IFA__INLINE __m256 tree23(__m256 e0, __m256 e1, __m256 e2, __m256 e3) {
     return _mm256_add_ps(_mm256_castpd_ps(lo), _mm256_castpd_ps(hi));
 }
 
+/* The m <= 8 scores of one head of a tile (lanes past m are rows past n, not stored). */
+IFA__INLINE void store_scores(float *dst, int64_t m, __m256 v) {
+    if (m == 8)
+        _mm256_storeu_ps(dst, v);
+    else
+        _mm256_maskstore_ps(dst, lane_mask(m), v);
+}
+
 /* One tile: 8 rows (pointers given, clamped to valid rows) x GB heads. */
 IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D, const char *const *rows,
                          float *scores, int64_t ld, int64_t m, ifa__prefetch_stream *ps, int64_t per_pair) {
@@ -154,13 +162,8 @@ IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D
         }
         for (int g = 0; g < GB; g++) part[g][t] = tree1(acc[g][0], acc[g][1]);
     }
-    for (int g = 0; g < GB; g++) {
-        const __m256 sc = tree23(part[g][0], part[g][1], part[g][2], part[g][3]);
-        if (m == 8)
-            _mm256_storeu_ps(scores + g * ld, sc);
-        else
-            _mm256_maskstore_ps(scores + g * ld, lane_mask(m), sc);
-    }
+    for (int g = 0; g < GB; g++)
+        store_scores(scores + g * ld, m, tree23(part[g][0], part[g][1], part[g][2], part[g][3]));
 }
 
 /* ---- qk, int8 K on an int16 query (VPMADDWD) ----------------------------------------------- */
@@ -221,12 +224,8 @@ IFA__INLINE void qk_q16_tile(const int GB, const int16_t *q, const float *qscale
         for (int g = 0; g < GB; g++) part[g][t] = tree1i(acc[g][0], acc[g][1]);
     }
     for (int g = 0; g < GB; g++) {
-        const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(qscale[g]),
-                                        _mm256_cvtepi32_ps(tree23i(part[g][0], part[g][1], part[g][2], part[g][3])));
-        if (m == 8)
-            _mm256_storeu_ps(scores + g * ld, sc);
-        else
-            _mm256_maskstore_ps(scores + g * ld, lane_mask(m), sc);
+        const __m256i sums = tree23i(part[g][0], part[g][1], part[g][2], part[g][3]);
+        store_scores(scores + g * ld, m, _mm256_mul_ps(_mm256_set1_ps(qscale[g]), _mm256_cvtepi32_ps(sums)));
     }
 }
 
