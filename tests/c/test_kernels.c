@@ -542,6 +542,32 @@ static void test_exp_range(void)
                 CHECK_MSG(0, "%s exp(%.9g) = %.9g, want %.9g", tables[ti]->isa, x, got, want);
             }
         }
+        /* Whole vectors of 8 (the kernels' main loops, where a vector entirely within the
+         * normal range may take a shorter path): 8 consecutive values of the same sweep, plus
+         * blocks that straddle that range's edge and hold the specials. */
+        for (int64_t k = 0; k < 200000 && bad < 5; k += 8) {
+            float s[8], m[1] = { 0.0f }, l[1] = { 0.0f }, a[1], x[8];
+            for (int j = 0; j < 8; j++) {
+                const int64_t kk = k + j;
+                x[j] = kk < NELEMS(specials) ? specials[kk] : -120.0f + (float)(kk * 7 % 200000) * (210.0f / 200000.0f);
+                if (k >= 1000 && k < 3000) x[j] = -86.0f - (float)((k + j) % 16) * 0.0625f; /* around -86.5 */
+                s[j] = x[j];
+            }
+            float mx = 0.0f;
+            for (int j = 0; j < 8; j++) mx = x[j] > mx ? x[j] : mx; /* NaN is skipped, as the kernels do */
+            tables[ti]->softmax(s, LD, 1, 8, m, l, a);
+            for (int j = 0; j < 8 && bad < 5; j++) {
+                const double want = exp((double)x[j] - (double)mx), got = s[j];
+                const int ok = isnan(x[j]) || (x[j] == INFINITY && mx == INFINITY) ? isnan(got)
+                               : want < 0x1p-126 ? fabs(got - want) <= 4 * 0x1p-149
+                                                 : close_rel(got, want, 4 * 0x1p-23);
+                if (!ok) {
+                    bad++;
+                    CHECK_MSG(0, "%s exp(%.9g - %.9g) = %.9g in a vector of 8, want %.9g", tables[ti]->isa, x[j], mx,
+                              got, want);
+                }
+            }
+        }
         /* The far tail must be exactly 0, not a subnormal. */
         float s[2] = { -1e12f, -INFINITY }, m[1] = { 0.0f }, l[1] = { 0.0f }, a[1];
         tables[ti]->softmax(s, LD, 1, 2, m, l, a);
