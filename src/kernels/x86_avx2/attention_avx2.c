@@ -394,14 +394,13 @@ static void qk_i8_q16_avx2(const int16_t *q16, const float *qscale, int64_t G, i
  * all rows. 16 d, two accumulators per head: with 32 d the 16 accumulators of 4 heads and the row
  * vectors outgrew the 16 ymm registers, and the kernel ran slower than the float pv. */
 IFA__INLINE void pv_q16_slice(const int GB, const uint16_t *w, const float *inv, int64_t D, const void *const *vrows,
-                              int64_t n, float *acc, int64_t d0, ifa__prefetch_stream *ps, int64_t per_pair) {
+                              int64_t n, float *acc, int64_t d0) {
     const int64_t width = D - d0 < 16 ? D - d0 : 16; /* d of this slice */
     __m256i a[4][2];
     for (int g = 0; g < GB; g++) a[g][0] = a[g][1] = _mm256_setzero_si256();
     for (int64_t i = 0; i < n; i += 2) {
         const int8_t *r0 = (const int8_t *)vrows[i] + d0;
         const int8_t *r1 = (const int8_t *)vrows[i + 1 < n ? i + 1 : i] + d0;
-        ifa__prefetch_next(ps, per_pair);
         __m256i va, vb;
         if (width == 16) {
             va = load16_i8(r0);
@@ -441,10 +440,16 @@ IFA__INLINE void pv_q16_slice(const int GB, const uint16_t *w, const float *inv,
     }
 }
 
-/* All slices of D for a block of GB heads. */
+/* All slices of D for a block of GB heads, prefetching a share of the next call's rows before
+ * each. Per slice rather than per pair of rows as qk does: the stream's bookkeeping in the pair
+ * loop took general registers the loop needed, and at G = 4, 32 rows per call, the kernel ran at
+ * 12.4 ns per row in L1 against 10.4 (sixteenth session). */
 IFA__INLINE void pv_q16_heads(const int GB, const uint16_t *w, const float *inv, int64_t D, const void *const *v,
-                              int64_t n, float *acc, ifa__prefetch_stream *ps, int64_t per_pair) {
-    for (int64_t d0 = 0; d0 < D; d0 += 16) pv_q16_slice(GB, w, inv, D, v, n, acc, d0, ps, per_pair);
+                              int64_t n, float *acc, ifa__prefetch_stream *ps, int64_t per_slice) {
+    for (int64_t d0 = 0; d0 < D; d0 += 16) {
+        ifa__prefetch_next(ps, per_slice);
+        pv_q16_slice(GB, w, inv, D, v, n, acc, d0);
+    }
 }
 
 /* The 16-bit weights of head pg (n of them, then a 0 when n is odd) and its scale a / 32767, as
@@ -478,26 +483,26 @@ IFA__INLINE int pv_q16_weights(const float *pg, int64_t n, uint16_t *w, float *i
 
 /* One block of gb <= 4 heads from head g0: their weights, then all slices of D. */
 IFA__INLINE void pv_q16_block(const float *p, int64_t ld, int64_t g0, int64_t gb, int64_t D, const void *const *v,
-                              int64_t n, float *acc, ifa__prefetch_stream *ps, int64_t per_pair) {
+                              int64_t n, float *acc, ifa__prefetch_stream *ps, int64_t per_slice) {
     uint16_t w[4 * 64];
     float inv[4] = {0};
     int any = 0;
     for (int64_t g = 0; g < gb; g++) any |= pv_q16_weights(p + (g0 + g) * ld, n, w + g * 64, &inv[g]);
     if (!any) return;
     switch (gb) {
-    case 1: pv_q16_heads(1, w, inv, D, v, n, acc + g0 * D, ps, per_pair); break;
-    case 2: pv_q16_heads(2, w, inv, D, v, n, acc + g0 * D, ps, per_pair); break;
-    case 3: pv_q16_heads(3, w, inv, D, v, n, acc + g0 * D, ps, per_pair); break;
-    default: pv_q16_heads(4, w, inv, D, v, n, acc + g0 * D, ps, per_pair); break;
+    case 1: pv_q16_heads(1, w, inv, D, v, n, acc + g0 * D, ps, per_slice); break;
+    case 2: pv_q16_heads(2, w, inv, D, v, n, acc + g0 * D, ps, per_slice); break;
+    case 3: pv_q16_heads(3, w, inv, D, v, n, acc + g0 * D, ps, per_slice); break;
+    default: pv_q16_heads(4, w, inv, D, v, n, acc + g0 * D, ps, per_slice); break;
     }
 }
 
 IFA__INLINE void pv_q16_g(const float *p, int64_t ld, const int64_t G, const int64_t D, const void *const *v,
                           int64_t n, float *acc, ifa__prefetch_list prefetch) {
     ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
-    const int64_t steps = ((D + 15) / 16) * ((n + 1) / 2) * ((G + 3) / 4);
-    const int64_t per_pair = ifa__prefetch_per_step(&ps, steps);
-    for (int64_t g0 = 0; g0 < G; g0 += 4) pv_q16_block(p, ld, g0, G - g0 < 4 ? G - g0 : 4, D, v, n, acc, &ps, per_pair);
+    const int64_t steps = ((D + 15) / 16) * ((G + 3) / 4);
+    const int64_t per_slice = ifa__prefetch_per_step(&ps, steps);
+    for (int64_t g0 = 0; g0 < G; g0 += 4) pv_q16_block(p, ld, g0, G - g0 < 4 ? G - g0 : 4, D, v, n, acc, &ps, per_slice);
     ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
 }
 
