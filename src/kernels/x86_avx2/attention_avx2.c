@@ -29,7 +29,8 @@
  *
  * softmax  as on AVX-512, with 2^n built from the exponent bits. To keep expf's subnormal
  * results, 2^n is applied as two factors 2^(n/2) * 2^(n - n/2), each a normal float, so the one
- * rounding happens in the last multiply, as in expf.
+ * rounding happens in the last multiply, as in expf; vectors whose weights are all normal floats
+ * (the usual case) add n to the exponent field instead, the same bits in fewer operations.
  *
  * Every kernel here requires d_stride == 1.
  */
@@ -529,30 +530,56 @@ static void pv_i8_q16_avx2(const float *p, int64_t ld, int64_t G, int64_t D, con
 
 /* ---- softmax ------------------------------------------------------------------------------ */
 
-/* expf, vectorised (Cephes, as in attention_avx512.c). The clamp to [-110, 89] keeps NaN (the
- * constant is MAXPS/MINPS's first operand) and makes -inf and -1e12 give exactly 0. 2^n is built
- * as 2^n1 * 2^n2 with n1 = n >> 1 and n2 = n - n1, both within the normal exponent range for
- * n in [-159, 129], so the product rounds once, into the subnormals where it must. */
+/* expf, vectorised (Cephes, as in attention_avx512.c), in two parts. exp8_mantissa splits
+ * x = n ln2 + r (x within [-110, 89]) and returns y = e^r and n. exp8 clamps x to that range
+ * first (which keeps NaN: the constant is MAXPS/MINPS's first operand, and makes -inf and -1e12
+ * give exactly 0), then builds 2^n as 2^n1 * 2^n2 with n1 = n >> 1 and n2 = n - n1, both within
+ * the normal exponent range for n in [-159, 129], so the product rounds once, into the
+ * subnormals where it must. */
+IFA__INLINE __m256 exp8_mantissa(__m256 x, __m256i *ni) {
+    /* n = round(x log2e): adding 1.5 * 2^23 rounds to an integer, which then sits in the low
+     * mantissa bits of t, so n needs no VROUNDPS and its integer form no VCVTPS2DQ. */
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(IFA__EXP_LOG2E), magic);
+    const __m256 n = _mm256_sub_ps(t, magic);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(IFA__EXP_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(IFA__EXP_LN2_LO), r);
+    /* P0 r^5 + ... + P5 in Estrin's form, (P0 r + P1) r^4 + (P2 r + P3) r^2 + (P4 r + P5): three
+     * dependent FMAs after r instead of Horner's five. */
+    const __m256 r2 = _mm256_mul_ps(r, r);
+    const __m256 a = _mm256_fmadd_ps(_mm256_set1_ps(IFA__EXP_P0), r, _mm256_set1_ps(IFA__EXP_P1));
+    const __m256 b = _mm256_fmadd_ps(_mm256_set1_ps(IFA__EXP_P2), r, _mm256_set1_ps(IFA__EXP_P3));
+    const __m256 c = _mm256_fmadd_ps(_mm256_set1_ps(IFA__EXP_P4), r, _mm256_set1_ps(IFA__EXP_P5));
+    const __m256 y = _mm256_fmadd_ps(_mm256_fmadd_ps(a, r2, b), r2, c);
+    *ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic));
+    return _mm256_fmadd_ps(y, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+}
+
 IFA__INLINE __m256 exp8(__m256 x) {
     x = _mm256_max_ps(_mm256_set1_ps(IFA__EXP_MIN), x);
     x = _mm256_min_ps(_mm256_set1_ps(IFA__EXP_MAX), x);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(IFA__EXP_LOG2E)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(IFA__EXP_LN2_HI), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(IFA__EXP_LN2_LO), r);
-    __m256 y = _mm256_set1_ps(IFA__EXP_P0);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(IFA__EXP_P1));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(IFA__EXP_P2));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(IFA__EXP_P3));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(IFA__EXP_P4));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(IFA__EXP_P5));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i ni = _mm256_cvtps_epi32(n);
+    __m256i ni;
+    const __m256 y = exp8_mantissa(x, &ni);
     const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
     const __m256i bias = _mm256_set1_epi32(127);
     const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
     const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
     return _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
+}
+
+/* exp8 for x in [-86.5, 0], where the result is a normal float: y * 2^n as n added to y's
+ * exponent field (y is in [0.7, 1.42], so the field stays in [1, 127]). Exact, so the same bits
+ * as exp8's two multiplies, in 2 operations instead of 8, and no clamps. The softmax's
+ * x = s - max is never above 0; exp8_normal_range checks the lower end (and NaN). */
+IFA__INLINE __m256 exp8_normal(__m256 x) {
+    __m256i ni;
+    const __m256 y = exp8_mantissa(x, &ni);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y), _mm256_slli_epi32(ni, 23)));
+}
+
+/* Whether exp8_normal is exact for every lane of x <= 0: none below -86.5, none NaN. */
+IFA__INLINE int exp8_normal_range(__m256 x) {
+    return !_mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_set1_ps(IFA__EXP_NORMAL_MIN), _CMP_NGE_UQ));
 }
 
 /* Lane g of the result = the sum of the 8 lanes of v[g], g < 8: three rounds of HADDPS and one
@@ -578,8 +605,17 @@ IFA__INLINE void softmax_weights8(const int R, float *s, int64_t ld, int64_t n, 
     }
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) { /* whole vectors: VMASKMOVPS stores are slow on some cores */
-        __m256 e[4];
-        for (int j = 0; j < R; j++) e[j] = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j * ld + i), vmx[j]));
+        __m256 x[4], e[4];
+        for (int j = 0; j < R; j++) x[j] = _mm256_sub_ps(_mm256_loadu_ps(s + j * ld + i), vmx[j]);
+        /* One test for the R vectors: in the usual case every weight is a normal float and all
+         * take the short path; masked (-1e12) or -inf scores, or weights below 2^-125, the
+         * full one. */
+        int normal = 1;
+        for (int j = 0; j < R; j++) normal &= exp8_normal_range(x[j]);
+        if (normal)
+            for (int j = 0; j < R; j++) e[j] = exp8_normal(x[j]);
+        else
+            for (int j = 0; j < R; j++) e[j] = exp8(x[j]);
         for (int j = 0; j < R; j++) {
             _mm256_storeu_ps(s + j * ld + i, e[j]);
             vsum[j] = _mm256_add_ps(vsum[j], e[j]);
