@@ -49,6 +49,12 @@
  * runs, ns per row: f16 G = 4 qk 16.9 -> 13.9 with the query in a register (in_register),
  * softmax 4.9, pv 12.4; G = 8 qk 29.2 -> 24.6, pv 26.7; i8 (float kernels) G = 4 qk 16.8, pv 14.3;
  * i8q16 (VPMADDWD) G = 4 qk 13.8, pv 13.0; G = 8 qk 21.5, pv 26.2 (docs/kernels.md).
+ * Sixteenth session, the same host, after its kernel changes (docs/kernels.md), l1, n = 16: f16
+ * G = 4 qk 14.0, softmax 3.7, pv 12.3, the three 30.1; i8q16 G = 4 qk 10.0, softmax 3.7, pv 12.6
+ * (n = 32: 10.4). dram, f16, one thread, 2 MiB-aligned rows, best of 3: G = 1 30.8 ns per row
+ * (17 GB/s, the one-thread read bandwidth), G = 2 33.3, G = 4 41.0, against 17.0, 25.3 and 31.0
+ * of arithmetic in L1: as the arithmetic nears the memory time, less of the two overlaps. Two
+ * threads, G = 4: 41.7-44.5 per row per core, 24-25 GB/s, where the library read 19-21 GB/s.
  */
 #define _POSIX_C_SOURCE 200809L
 #if defined(KL_AVX2)
@@ -88,11 +94,23 @@ typedef struct worker {
 
 enum { KL_F16, KL_I8, KL_I8Q16, KL_BF16 };
 
+/* K and V start on a 2 MiB boundary, as ifa_bench --huge-pages and torch with
+ * THP_MEM_ALLOC_ENABLE place a cache (4 KiB pages all the same: nothing here asks for huge
+ * ones). Measured on the Zen 3 host, dram G = 4 n = 16, two threads, 8 interleaved runs (sixteenth
+ * session): 64-byte alignment (a large block then begins 16 bytes into a page, so every unit of
+ * rows straddles two pages) best 46.8, median 57.1 ns per row per core; 4 KiB alignment 44.8,
+ * 51.5; 2 MiB 41.7, 44.5. */
+static void *block_alloc(size_t bytes) {
+    const size_t align = (size_t)2 << 20;
+    void *p = NULL;
+    return posix_memalign(&p, align, (bytes + align - 1) / align * align) == 0 ? p : NULL;
+}
+
 static void worker_init(worker *w, int G, int n, size_t units, int kind) {
     w->G = G, w->n = n, w->units = units, w->kind = kind;
     const size_t rows = units * (size_t)n;
-    w->k = aligned_alloc(64, rows * D * 2);
-    w->v = aligned_alloc(64, rows * D * 2);
+    w->k = block_alloc(rows * D * 2);
+    w->v = block_alloc(rows * D * 2);
     /* float16 values near 1 and 0.5, varied in their low bits: no subnormals anywhere. */
     for (size_t i = 0; i < rows * D; i++) {
         w->k[i] = (uint16_t)(0x3c00 ^ (i * 2654435761u >> 22 & 0x3ff));
