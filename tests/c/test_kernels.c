@@ -558,7 +558,7 @@ static void test_exp_range(void)
             tables[ti]->softmax(s, LD, 1, 8, m, l, a);
             for (int j = 0; j < 8 && bad < 5; j++) {
                 const double want = exp((double)x[j] - (double)mx), got = s[j];
-                const int ok = isnan(x[j]) || (x[j] == INFINITY && mx == INFINITY) ? isnan(got)
+                const int ok = isnan(x[j]) || x[j] == INFINITY ? isnan(got) /* inf - inf */
                                : want < 0x1p-126 ? fabs(got - want) <= 4 * 0x1p-149
                                                  : close_rel(got, want, 4 * 0x1p-23);
                 if (!ok) {

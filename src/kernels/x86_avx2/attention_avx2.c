@@ -352,7 +352,7 @@ IFA__INLINE void pv_impl_g(const int kind, const float *p, int64_t ld, const int
      * FMA units slack that 8 (2 FMAs per cycle at a latency of 4) do not. In L1, 16 rows per call
      * (sixteenth session, ns per row): G = 1 6.7 -> 5.7, G = 4 12.8 -> 12.3, G = 7 24.0 -> 19.9,
      * G = 8 26.6 -> 24.5; bfloat16 and int8 rows likewise. */
-    for (; d0 + 24 <= d3; d0 += 24) {
+    for (; d0 < d3; d0 += 24) {
         ifa__prefetch_next(&ps, per_slice);
         pv_heads(kind, 3, p, ld, G, D, v, n, acc, d0);
     }
