@@ -36,7 +36,7 @@ extern const ifa__kernel_table ifa__kernels_avx2 __attribute__((weak));
 extern const ifa__kernel_table ifa__kernels_avx512 __attribute__((weak));
 
 static const int64_t k_ds[] = { 1, 7, 8, 15, 16, 17, 31, 32, 33, 40, 64, 100, 128, 129, 256 };
-static const int64_t k_ns[] = { 1, 2, 15, 16, 17, 31, 32, 33, 63, 64 };
+static const int64_t k_ns[] = { 1, 2, 3, 4, 5, 7, 15, 16, 17, 23, 24, 25, 31, 32, 33, 48, 63, 64 };
 static const int64_t k_gs[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 16 };
 #define MAX_G 16
 static const char *const k_kind_names[] = { "f16", "bf16", "f32", "i8" };

@@ -4,16 +4,18 @@
  * The same plan as the AVX-512 kernels (see attention_avx512.c for the reasoning), scaled to
  * 16 ymm registers of 8 floats:
  *
- * qk  a tile is 8 rows x up to 4 heads, walked as four pairs of rows; a pair keeps 2 rows x 4
- *     heads = 8 accumulators, so each converted K vector feeds 4 FMAs and each q vector (loaded
- *     once into a register, see qk_tile) 2. The 8 partial vectors of one head are reduced
- *     together by a transpose-add tree of 7 shuffle+add steps, never one horizontal sum per score:
+ * qk  the rows go in groups of up to 24 and the heads in blocks of up to 4. A group is walked in
+ *     steps of R rows (qk_step_rows: 2 rows for 4 heads, 3 for 3, 4 for 1 or 2; a step keeps
+ *     R x heads accumulators, so each converted K vector feeds one FMA per head and each q vector,
+ *     loaded once into a register, R). A step leaves each (row, head) as a vector of 8 partial sums
+ *     in a small buffer; every 8 rows of a head are then reduced together by a transpose-add tree
+ *     of 7 shuffle+add steps, never one horizontal sum per score:
  *
- *         pair t holds rows t and t+4 (slots 2t, 2t+1)
- *         level 1 (per pair, VPERM2F128):     2 vectors -> 1, 128-bit half h = 4 partials of row t+4h
- *         level 2, 3 (4 pairs, in-lane unpacks): 4 vectors -> 1, element k = row k
+ *         level 1 (VPERM2F128): rows t and t+4 -> 1 vector, 128-bit half h = 4 partials of row t+4h
+ *         level 2, 3 (in-lane unpacks): the 4 level-1 vectors -> 1, element k = row k
  *
- *     Rows past n point at row n-1 and their lanes are not stored, so there is one code path.
+ *     Steps take only existing rows (the last ones of a group 2 or 1 at a time); the partials of
+ *     rows past n are zeroed and their lanes not stored.
  *
  * pv  the D axis goes in slices of 24 or 16 floats (3 or 2 ymm) and the heads in blocks of up
  *     to 4: 12 or 8 accumulators stay in registers across all n rows of the chunk; each
@@ -44,7 +46,7 @@
 
 #define IFA__INLINE static inline __attribute__((always_inline))
 
-/* Hides where p points from the optimiser (qk_tile). */
+/* Hides where p points from the optimiser (qk_step). */
 IFA__INLINE void opaque_pointer(const char **p) {
 #if defined(__GNUC__)
     __asm__("" : "+r"(*p));
@@ -54,7 +56,7 @@ IFA__INLINE void opaque_pointer(const char **p) {
 }
 
 /* Makes *v, a float or integer vector, a register value the optimiser cannot see through
- * (qk_tile, qk_q16_tile). */
+ * (qk_step, qk_q16_tile). */
 #if defined(__GNUC__)
 #define in_register(v) __asm__("" : "+x"(*(v)))
 #else
@@ -124,46 +126,83 @@ IFA__INLINE void store_scores(float *dst, int64_t m, __m256 v) {
         _mm256_maskstore_ps(dst, lane_mask(m), v);
 }
 
-/* One tile: 8 rows (pointers given, clamped to valid rows) x GB heads. */
-IFA__INLINE void qk_tile(const int kind, const int GB, const float *q, int64_t D, const char *const *rows,
-                         float *scores, int64_t ld, int64_t m, ifa__prefetch_stream *ps, int64_t per_pair) {
+/* Rows of K per group of the float qk (qk_group): a multiple of 8 (the tree's) and of every
+ * step's rows. */
+#define QK_GROUP_ROWS 24
+
+/* The row sums of one step of R rows (R <= 4, R x GB <= 12) x GB heads as vectors of 8 partials,
+ * into raw[g][r0 + r]. */
+IFA__INLINE void qk_step(const int kind, const int GB, const int R, const float *q, int64_t D,
+                         const void *const *rows, __m256 (*raw)[QK_GROUP_ROWS], int64_t r0) {
     const int es = elem_size(kind);
     const int64_t Dv = D & ~(int64_t)7;
-    __m256 part[4][4]; /* [head][pair]: level-1 results */
-    for (int t = 0; t < 4; t++) {
-        /* Pair t: rows t and t+4, so that the tree's output comes out in row order. */
-        const char *r0 = rows[t], *r1 = rows[t + 4];
-        ifa__prefetch_next(ps, per_pair);
-        /* Each query vector is loaded once into a register for the two FMAs that use it
-         * (in_register), through a pointer the optimiser cannot see through: GCC 12 otherwise
-         * made it the memory operand of both, ten loads per eight FMAs, which on Zen 3 held
-         * qk at G = 4 to 16.9 ns per row in L1 against 13.9 (docs/kernels.md). */
-        const char *qg = (const char *)q;
-        opaque_pointer(&qg);
-        __m256 acc[4][2];
-        for (int g = 0; g < GB; g++) acc[g][0] = acc[g][1] = _mm256_setzero_ps();
-        for (int64_t d = 0; d < Dv; d += 8) {
-            const __m256 k0 = load8(kind, r0 + d * es), k1 = load8(kind, r1 + d * es);
-            for (int g = 0; g < GB; g++) {
-                __m256 qv = _mm256_loadu_ps((const float *)qg + g * D + d);
-                in_register(&qv);
-                acc[g][0] = _mm256_fmadd_ps(qv, k0, acc[g][0]);
-                acc[g][1] = _mm256_fmadd_ps(qv, k1, acc[g][1]);
-            }
+    /* Each query vector is loaded once into a register for the R FMAs that use it (in_register),
+     * through a pointer the optimiser cannot see through: GCC 12 otherwise made it the memory
+     * operand of each FMA, which on Zen 3 held qk at G = 4 to 16.9 ns per row in L1 against 13.9
+     * (docs/kernels.md). */
+    const char *qg = (const char *)q;
+    opaque_pointer(&qg);
+    __m256 acc[4][4];
+    for (int g = 0; g < GB; g++)
+        for (int r = 0; r < R; r++) acc[g][r] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < Dv; d += 8) {
+        __m256 k[4];
+        for (int r = 0; r < R; r++) k[r] = load8(kind, (const char *)rows[r] + d * es);
+        for (int g = 0; g < GB; g++) {
+            __m256 qv = _mm256_loadu_ps((const float *)qg + g * D + d);
+            in_register(&qv);
+            for (int r = 0; r < R; r++) acc[g][r] = _mm256_fmadd_ps(qv, k[r], acc[g][r]);
         }
-        if (Dv < D) {
-            const __m256 k0 = load8_tail(kind, r0 + Dv * es, D - Dv), k1 = load8_tail(kind, r1 + Dv * es, D - Dv);
-            const __m256i lm = lane_mask(D - Dv);
-            for (int g = 0; g < GB; g++) {
-                const __m256 qv = _mm256_maskload_ps(q + g * D + Dv, lm);
-                acc[g][0] = _mm256_fmadd_ps(qv, k0, acc[g][0]);
-                acc[g][1] = _mm256_fmadd_ps(qv, k1, acc[g][1]);
-            }
+    }
+    if (Dv < D) {
+        __m256 k[4];
+        for (int r = 0; r < R; r++) k[r] = load8_tail(kind, (const char *)rows[r] + Dv * es, D - Dv);
+        const __m256i lm = lane_mask(D - Dv);
+        for (int g = 0; g < GB; g++) {
+            const __m256 qv = _mm256_maskload_ps(q + g * D + Dv, lm);
+            for (int r = 0; r < R; r++) acc[g][r] = _mm256_fmadd_ps(qv, k[r], acc[g][r]);
         }
-        for (int g = 0; g < GB; g++) part[g][t] = tree1(acc[g][0], acc[g][1]);
     }
     for (int g = 0; g < GB; g++)
-        store_scores(scores + g * ld, m, tree23(part[g][0], part[g][1], part[g][2], part[g][3]));
+        for (int r = 0; r < R; r++) raw[g][r0 + r] = acc[g][r];
+}
+
+/* Rows per step for GB heads: R x GB accumulators, R K vectors and one q vector fit the 16 ymm
+ * registers. Measured in L1 (sixteenth and seventeenth sessions, Zen 3, float16, 16 rows per call,
+ * ns per row), against the earlier tile of 8 rows in pairs whose level-1 results stayed in
+ * registers: G = 1 7.8 -> 6.3, G = 4 13.9 -> 12.6, G = 7 23.8 -> 21.8, G = 8 24.7 -> 24.3. Three
+ * rows for 4 heads (12 accumulators, more slack for the FMA's latency of 4) ran no faster than two
+ * (12.5-12.9 against 12.1-12.6 at G = 4, 25.2-25.8 against 23.9-24.2 at G = 8). */
+IFA__INLINE int qk_step_rows(const int GB) {
+    return GB >= 4 ? 2 : GB == 3 ? 3 : 4;
+}
+
+/* The scores of a group of up to QK_GROUP_ROWS rows x GB heads: steps of qk_step_rows rows, then
+ * of 2 or 1 for the rest (m = 16 at 3 rows a step: 4 x 3 + 2 x 2), then the tree of every 8 rows. */
+IFA__INLINE void qk_group(const int kind, const int GB, const float *q, int64_t D, const void *const *rows,
+                          int64_t m, __m256 (*raw)[QK_GROUP_ROWS], float *scores, int64_t ld,
+                          ifa__prefetch_stream *ps, int64_t per_step) {
+    const int R = qk_step_rows(GB);
+    int64_t r = 0;
+    for (; m - r >= R && !(R == 3 && m - r == 4); r += R) {
+        ifa__prefetch_next(ps, per_step);
+        qk_step(kind, GB, R, q, D, rows + r, raw, r);
+    }
+    for (; m - r >= 2; r += 2) {
+        ifa__prefetch_next(ps, per_step);
+        qk_step(kind, GB, 2, q, D, rows + r, raw, r);
+    }
+    if (r < m) qk_step(kind, GB, 1, q, D, rows + r, raw, r);
+    /* The lanes of rows past m are not stored; their partials are zeroed so that none is read
+     * unset. */
+    for (int64_t e = m; e % 8 != 0; e++)
+        for (int g = 0; g < GB; g++) raw[g][e] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < m; j += 8)
+        for (int g = 0; g < GB; g++) {
+            __m256 (*const rg) = raw[g] + j;
+            store_scores(scores + g * ld + j, m - j < 8 ? m - j : 8,
+                         tree23(tree1(rg[0], rg[4]), tree1(rg[1], rg[5]), tree1(rg[2], rg[6]), tree1(rg[3], rg[7])));
+        }
 }
 
 /* ---- qk, int8 K on an int16 query (VPMADDWD) ----------------------------------------------- */
@@ -184,7 +223,8 @@ IFA__INLINE __m256i tree23i(__m256i e0, __m256i e1, __m256i e2, __m256i e3) {
     return _mm256_add_epi32(_mm256_unpacklo_epi64(f01, f23), _mm256_unpackhi_epi64(f01, f23));
 }
 
-/* As qk_tile: 8 rows x GB heads in four pairs of rows, 16 elements of D per step, each VPMADDWD
+/* A tile of 8 rows x GB heads in four pairs of rows (rows t and t+4, whose level-1 result stays
+ * in a register), 16 elements of D per step, each VPMADDWD
  * two products per 32-bit lane (int8 K sign-extended to int16 once for the GB heads). The last
  * D % 16 elements of K and q are copied into zeroed buffers: AVX2 has no 8- or 16-bit masked
  * loads. */
@@ -240,20 +280,47 @@ IFA__INLINE void qk_q16_tile(const int GB, const int16_t *q, const float *qscale
 /* The integer form beside the float ones (whose form is the KV kind itself). */
 #define QK_Q16 IFA__KV_KIND_COUNT /* int8 K, int16 query (qk_q16_tile) */
 
-/* One tile of GB heads from head g0 on, in the form `form` (a compile-time constant at every call
- * site): q is float or int16 accordingly; qscale serves QK_Q16 only. */
-IFA__INLINE void qk_form_tile(const int form, const int GB, const void *q, const float *qscale, int64_t g0,
-                              int64_t D, const char *const *rows, float *scores, int64_t ld, int64_t m,
-                              ifa__prefetch_stream *ps, int64_t per_pair) {
-    if (form == QK_Q16)
-        qk_q16_tile(GB, (const int16_t *)q + g0 * D, qscale + g0, D, rows, scores, ld, m, ps, per_pair);
-    else
-        qk_tile(form, GB, (const float *)q + g0 * D, D, rows, scores, ld, m, ps, per_pair);
+/* The float forms: groups of up to QK_GROUP_ROWS rows, each for all heads in blocks of up to 4. */
+IFA__INLINE void qk_float_drive_g(const int kind, const float *q, const int64_t G, const int64_t D,
+                                  const void *const *krows, int64_t n, float *scores, int64_t ld,
+                                  ifa__prefetch_list prefetch) {
+    /* The next call's rows are prefetched a few lines per step of the first block of heads (see
+     * the AVX-512 file), spread over all its steps: spread over fewer steps (n / 3 where G = 4
+     * takes n / 2), the calls ran 4-6% slower from DRAM though faster in L1. */
+    ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
+    const int R0 = qk_step_rows(G < 4 ? (int)G : 4);
+    const int64_t per_step = ifa__prefetch_per_step(&ps, (n + R0 - 1) / R0);
+    __m256 raw[4][QK_GROUP_ROWS];
+    for (int64_t i0 = 0; i0 < n; i0 += QK_GROUP_ROWS) {
+        const int64_t m = n - i0 < QK_GROUP_ROWS ? n - i0 : QK_GROUP_ROWS;
+        const void *const *rows = krows + i0;
+        float *sc = scores + i0;
+        int64_t g0 = 0, ps_step = per_step;
+        if (kind == IFA__KV_F16) {
+            for (; g0 + 4 <= G; g0 += 4, ps_step = 0)
+                qk_group(kind, 4, q + g0 * D, D, rows, m, raw, sc + g0 * ld, ld, &ps, ps_step);
+        } else {
+            /* One copy of the block for the other dtypes: with two blocks (G = 8) written out,
+             * GCC 12 ran their qk at 52 against 30 ns per row in L1 (bf16 and int8; float16's two
+             * copies ran at 24.5 against 26.9 for one). */
+#pragma GCC unroll 1
+            for (; g0 + 4 <= G; g0 += 4, ps_step = 0)
+                qk_group(kind, 4, q + g0 * D, D, rows, m, raw, sc + g0 * ld, ld, &ps, ps_step);
+        }
+        switch (G - g0) {
+        case 1: qk_group(kind, 1, q + g0 * D, D, rows, m, raw, sc + g0 * ld, ld, &ps, ps_step); break;
+        case 2: qk_group(kind, 2, q + g0 * D, D, rows, m, raw, sc + g0 * ld, ld, &ps, ps_step); break;
+        case 3: qk_group(kind, 3, q + g0 * D, D, rows, m, raw, sc + g0 * ld, ld, &ps, ps_step); break;
+        default: break;
+        }
+    }
+    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
 }
 
-IFA__INLINE void qk_drive_g(const int form, const void *q, const float *qscale, const int64_t G, const int64_t D,
-                            const void *const *krows, int64_t n, float *scores, int64_t ld,
-                            ifa__prefetch_list prefetch) {
+/* The integer form: tiles of 8 rows (qk_q16_tile). */
+IFA__INLINE void qk_q16_drive_g(const int16_t *q, const float *qscale, const int64_t G, const int64_t D,
+                                const void *const *krows, int64_t n, float *scores, int64_t ld,
+                                ifa__prefetch_list prefetch) {
     /* The next call's rows are prefetched a few lines per pair of rows (see the AVX-512 file). */
     ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
     const int64_t pairs = 4 * ((n + 7) / 8);
@@ -264,25 +331,27 @@ IFA__INLINE void qk_drive_g(const int form, const void *q, const float *qscale, 
         for (int64_t r = 0; r < 8; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
         float *sc = scores + i0;
         int64_t g0 = 0, pp = per_pair;
-        if (form == IFA__KV_F16 || form == QK_Q16) {
-            for (; g0 + 4 <= G; g0 += 4, pp = 0)
-                qk_form_tile(form, 4, q, qscale, g0, D, rows, sc + g0 * ld, ld, m, &ps, pp);
-        } else {
-            /* One copy of the block for the other dtypes: with two blocks (G = 8) written out,
-             * GCC 12 ran their qk at 52 against 30 ns per row in L1 (bf16 and int8; float16's two
-             * copies ran at 24.5 against 26.9 for one). */
-#pragma GCC unroll 1
-            for (; g0 + 4 <= G; g0 += 4, pp = 0)
-                qk_form_tile(form, 4, q, qscale, g0, D, rows, sc + g0 * ld, ld, m, &ps, pp);
-        }
+        for (; g0 + 4 <= G; g0 += 4, pp = 0)
+            qk_q16_tile(4, q + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, m, &ps, pp);
         switch (G - g0) {
-        case 1: qk_form_tile(form, 1, q, qscale, g0, D, rows, sc + g0 * ld, ld, m, &ps, pp); break;
-        case 2: qk_form_tile(form, 2, q, qscale, g0, D, rows, sc + g0 * ld, ld, m, &ps, pp); break;
-        case 3: qk_form_tile(form, 3, q, qscale, g0, D, rows, sc + g0 * ld, ld, m, &ps, pp); break;
+        case 1: qk_q16_tile(1, q + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, m, &ps, pp); break;
+        case 2: qk_q16_tile(2, q + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, m, &ps, pp); break;
+        case 3: qk_q16_tile(3, q + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, m, &ps, pp); break;
         default: break;
         }
     }
     ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
+}
+
+/* One call in the form `form` (a compile-time constant at every call site): q is float or int16
+ * accordingly; qscale serves QK_Q16 only. */
+IFA__INLINE void qk_drive_g(const int form, const void *q, const float *qscale, const int64_t G, const int64_t D,
+                            const void *const *krows, int64_t n, float *scores, int64_t ld,
+                            ifa__prefetch_list prefetch) {
+    if (form == QK_Q16)
+        qk_q16_drive_g((const int16_t *)q, qscale, G, D, krows, n, scores, ld, prefetch);
+    else
+        qk_float_drive_g(form, (const float *)q, G, D, krows, n, scores, ld, prefetch);
 }
 
 IFA__INLINE void qk_drive(const int form, const void *q, const float *qscale, int64_t G, int64_t D,
