@@ -21,9 +21,9 @@
  *     to 4: 12 or 8 accumulators stay in registers across all n rows of the chunk; each
  *     converted V vector feeds 4 FMAs.
  *
- * qk_i8_q16, pv_i8_q16 (int8 KV at inner_precise = 1, kernels.h) the same tiles on VPMADDWD:
- *     16 int16 products added in pairs into 8 int32 lanes, exact, so the same bits as the
- *     reference. AVX2 has no bfloat16 dot product: bf16 KV keeps the float kernels.
+ * qk_i8_q16, pv_i8_q16 (int8 KV at inner_precise = 1, kernels.h) the same steps, tiles and trees
+ *     on VPMADDWD: 16 int16 products added in pairs into 8 int32 lanes, exact, so the same bits as
+ *     the reference. AVX2 has no bfloat16 dot product: bf16 KV keeps the float kernels.
  *
  * D tails: AVX2 has masked loads for 32-bit elements only, so a row's last D % 8 elements (of
  * any dtype) are copied into a zeroed 8-element buffer and converted from there; q and the
@@ -167,44 +167,6 @@ IFA__INLINE void qk_step(const int kind, const int GB, const int R, const float 
         for (int r = 0; r < R; r++) raw[g][r0 + r] = acc[g][r];
 }
 
-/* Rows per step for GB heads: R x GB accumulators, R K vectors and one q vector fit the 16 ymm
- * registers. Measured in L1 (sixteenth and seventeenth sessions, Zen 3, float16, 16 rows per call,
- * ns per row), against the earlier tile of 8 rows in pairs whose level-1 results stayed in
- * registers: G = 1 7.8 -> 6.3, G = 4 13.9 -> 12.6, G = 7 23.8 -> 21.8, G = 8 24.7 -> 24.3. Three
- * rows for 4 heads (12 accumulators, more slack for the FMA's latency of 4) ran no faster than two
- * (12.5-12.9 against 12.1-12.6 at G = 4, 25.2-25.8 against 23.9-24.2 at G = 8). */
-IFA__INLINE int qk_step_rows(const int GB) {
-    return GB >= 4 ? 2 : GB == 3 ? 3 : 4;
-}
-
-/* The scores of a group of up to QK_GROUP_ROWS rows x GB heads: steps of qk_step_rows rows, then
- * of 2 or 1 for the rest (m = 16 at 3 rows a step: 4 x 3 + 2 x 2), then the tree of every 8 rows. */
-IFA__INLINE void qk_group(const int kind, const int GB, const float *q, int64_t D, const void *const *rows,
-                          int64_t m, __m256 (*raw)[QK_GROUP_ROWS], float *scores, int64_t ld,
-                          ifa__prefetch_stream *ps, int64_t per_step) {
-    const int R = qk_step_rows(GB);
-    int64_t r = 0;
-    for (; m - r >= R && !(R == 3 && m - r == 4); r += R) {
-        ifa__prefetch_next(ps, per_step);
-        qk_step(kind, GB, R, q, D, rows + r, raw, r);
-    }
-    for (; m - r >= 2; r += 2) {
-        ifa__prefetch_next(ps, per_step);
-        qk_step(kind, GB, 2, q, D, rows + r, raw, r);
-    }
-    if (r < m) qk_step(kind, GB, 1, q, D, rows + r, raw, r);
-    /* The lanes of rows past m are not stored; their partials are zeroed so that none is read
-     * unset. */
-    for (int64_t e = m; e % 8 != 0; e++)
-        for (int g = 0; g < GB; g++) raw[g][e] = _mm256_setzero_ps();
-    for (int64_t j = 0; j < m; j += 8)
-        for (int g = 0; g < GB; g++) {
-            __m256 (*const rg) = raw[g] + j;
-            store_scores(scores + g * ld + j, m - j < 8 ? m - j : 8,
-                         tree23(tree1(rg[0], rg[4]), tree1(rg[1], rg[5]), tree1(rg[2], rg[6]), tree1(rg[3], rg[7])));
-        }
-}
-
 /* ---- qk, int8 K on an int16 query (VPMADDWD) ----------------------------------------------- */
 
 /* 16 int8 of a row sign-extended to int16. */
@@ -223,67 +185,121 @@ IFA__INLINE __m256i tree23i(__m256i e0, __m256i e1, __m256i e2, __m256i e3) {
     return _mm256_add_epi32(_mm256_unpacklo_epi64(f01, f23), _mm256_unpackhi_epi64(f01, f23));
 }
 
-/* A tile of 8 rows x GB heads in four pairs of rows (rows t and t+4, whose level-1 result stays
- * in a register), 16 elements of D per step, each VPMADDWD
- * two products per 32-bit lane (int8 K sign-extended to int16 once for the GB heads). The last
- * D % 16 elements of K and q are copied into zeroed buffers: AVX2 has no 8- or 16-bit masked
- * loads. */
-IFA__INLINE void qk_q16_tile(const int GB, const int16_t *q, const float *qscale, int64_t D,
-                             const char *const *rows, float *scores, int64_t ld, int64_t m,
-                             ifa__prefetch_stream *ps, int64_t per_pair) {
+/* As qk_step for int8 K on an int16 query: 16 elements of D per step, each VPMADDWD two products
+ * per 32-bit lane (int8 K sign-extended to int16 once for the GB heads). The int32 sums go to raw
+ * as bits (qk_group reduces them as integers). The last D % 16 elements of K and q are copied into
+ * zeroed buffers: AVX2 has no 8- or 16-bit masked loads. */
+IFA__INLINE void qk_q16_step(const int GB, const int R, const int16_t *q, int64_t D, const void *const *rows,
+                             __m256 (*raw)[QK_GROUP_ROWS], int64_t r0) {
     const int64_t Dv = D & ~(int64_t)15;
-    __m256i part[4][4];
-    for (int t = 0; t < 4; t++) {
-        const int8_t *r0 = (const int8_t *)rows[t], *r1 = (const int8_t *)rows[t + 4];
-        ifa__prefetch_next(ps, per_pair);
-        __m256i acc[4][2];
-        for (int g = 0; g < GB; g++) acc[g][0] = acc[g][1] = _mm256_setzero_si256();
-        for (int64_t d = 0; d < Dv; d += 16) {
-            const __m256i k0 = load16_i8(r0 + d), k1 = load16_i8(r1 + d);
-            for (int g = 0; g < GB; g++) {
-                const __m256i qv = _mm256_loadu_si256((const __m256i *)(q + g * D + d));
-                acc[g][0] = _mm256_add_epi32(acc[g][0], _mm256_madd_epi16(qv, k0));
-                acc[g][1] = _mm256_add_epi32(acc[g][1], _mm256_madd_epi16(qv, k1));
+    __m256i acc[4][4];
+    for (int g = 0; g < GB; g++)
+        for (int r = 0; r < R; r++) acc[g][r] = _mm256_setzero_si256();
+    for (int64_t d = 0; d < Dv; d += 16) {
+        __m256i k[4];
+        for (int r = 0; r < R; r++) k[r] = load16_i8((const int8_t *)rows[r] + d);
+        for (int g = 0; g < GB; g++) {
+            const __m256i qv = _mm256_loadu_si256((const __m256i *)(q + g * D + d));
+            for (int r = 0; r < R; r++) {
+                acc[g][r] = _mm256_add_epi32(acc[g][r], _mm256_madd_epi16(qv, k[r]));
                 /* Each sum kept as one running register (in_register): integer addition is
                  * associative, and GCC 12, with D a constant, unrolled the loop and computed all
-                 * of a pair's products before adding any, writing them to the stack and
-                 * reading them back: at G = 4 13.7 ns per row in L1 against 10.0 now. */
-                in_register(&acc[g][0]);
-                in_register(&acc[g][1]);
+                 * of a step's products before adding any, writing them to the stack and reading
+                 * them back: at G = 4 13.7 ns per row in L1 against 10.0 (sixteenth session). */
+                in_register(&acc[g][r]);
             }
         }
-        if (Dv < D) {
-            int8_t b0[16] = {0}, b1[16] = {0};
-            memcpy(b0, r0 + Dv, (size_t)(D - Dv));
-            memcpy(b1, r1 + Dv, (size_t)(D - Dv));
-            const __m256i k0 = load16_i8(b0), k1 = load16_i8(b1);
-            for (int g = 0; g < GB; g++) {
-                /* Copied here, not once per tile: a zeroed array per tile became a REP STOSQ,
-                 * whose start-up cost every call with D % 16 == 0 too. */
-                int16_t qt[16] = {0};
-                memcpy(qt, q + g * D + Dv, sizeof(int16_t) * (size_t)(D - Dv));
-                const __m256i qv = _mm256_loadu_si256((const __m256i *)qt);
-                acc[g][0] = _mm256_add_epi32(acc[g][0], _mm256_madd_epi16(qv, k0));
-                acc[g][1] = _mm256_add_epi32(acc[g][1], _mm256_madd_epi16(qv, k1));
-            }
+    }
+    if (Dv < D) {
+        __m256i k[4];
+        for (int r = 0; r < R; r++) {
+            int8_t buf[16] = {0};
+            memcpy(buf, (const int8_t *)rows[r] + Dv, (size_t)(D - Dv));
+            k[r] = load16_i8(buf);
         }
-        for (int g = 0; g < GB; g++) part[g][t] = tree1i(acc[g][0], acc[g][1]);
+        for (int g = 0; g < GB; g++) {
+            /* Copied here, not once per call: a zeroed array per tile became a REP STOSQ, whose
+             * start-up cost every call with D % 16 == 0 too. */
+            int16_t qt[16] = {0};
+            memcpy(qt, q + g * D + Dv, sizeof(int16_t) * (size_t)(D - Dv));
+            const __m256i qv = _mm256_loadu_si256((const __m256i *)qt);
+            for (int r = 0; r < R; r++) acc[g][r] = _mm256_add_epi32(acc[g][r], _mm256_madd_epi16(qv, k[r]));
+        }
     }
-    for (int g = 0; g < GB; g++) {
-        const __m256i sums = tree23i(part[g][0], part[g][1], part[g][2], part[g][3]);
-        store_scores(scores + g * ld, m, _mm256_mul_ps(_mm256_set1_ps(qscale[g]), _mm256_cvtepi32_ps(sums)));
-    }
+    for (int g = 0; g < GB; g++)
+        for (int r = 0; r < R; r++) raw[g][r0 + r] = _mm256_castsi256_ps(acc[g][r]);
 }
 
 /* ---- qk, the driver of both forms ----------------------------------------------------------- */
 
 /* The integer form beside the float ones (whose form is the KV kind itself). */
-#define QK_Q16 IFA__KV_KIND_COUNT /* int8 K, int16 query (qk_q16_tile) */
+#define QK_Q16 IFA__KV_KIND_COUNT /* int8 K, int16 query (qk_q16_step) */
 
-/* The float forms: groups of up to QK_GROUP_ROWS rows, each for all heads in blocks of up to 4. */
-IFA__INLINE void qk_float_drive_g(const int kind, const float *q, const int64_t G, const int64_t D,
-                                  const void *const *krows, int64_t n, float *scores, int64_t ld,
-                                  ifa__prefetch_list prefetch) {
+/* Rows per step for GB heads: R x GB accumulators, R K vectors and one q vector fit the 16 ymm
+ * registers. Measured in L1 (sixteenth and seventeenth sessions, Zen 3, float16, 16 rows per call,
+ * ns per row), against the earlier tile of 8 rows in pairs whose level-1 results stayed in
+ * registers: G = 1 7.8 -> 6.3, G = 4 13.9 -> 12.6, G = 7 23.8 -> 21.8, G = 8 24.7 -> 24.3. Three
+ * rows for 4 heads (12 accumulators, more slack for the FMA's latency of 4) ran no faster than two
+ * (12.5-12.9 against 12.1-12.6 at G = 4, 25.2-25.8 against 23.9-24.2 at G = 8). */
+IFA__INLINE int qk_step_rows(const int GB) {
+    return GB >= 4 ? 2 : GB == 3 ? 3 : 4;
+}
+
+/* The scores of a group of up to QK_GROUP_ROWS rows x GB heads in the form `form` (a compile-time
+ * constant at every call site; q is float or int16 accordingly, qscale serves QK_Q16 only): steps
+ * of qk_step_rows rows, then of 2 or 1 for the rest (m = 16 at 3 rows a step: 4 x 3 + 2 x 2), then
+ * the tree of every 8 rows. */
+IFA__INLINE void qk_group(const int form, const int GB, const void *q, const float *qscale, int64_t D,
+                          const void *const *rows, int64_t m, __m256 (*raw)[QK_GROUP_ROWS], float *scores,
+                          int64_t ld, ifa__prefetch_stream *ps, int64_t per_step) {
+    const int R = qk_step_rows(GB);
+    int64_t r = 0;
+#define QK_STEP(RR)                                                                            \
+    do {                                                                                       \
+        if (form == QK_Q16)                                                                    \
+            qk_q16_step(GB, RR, (const int16_t *)q, D, rows + r, raw, r);                      \
+        else                                                                                   \
+            qk_step(form, GB, RR, (const float *)q, D, rows + r, raw, r);                      \
+    } while (0)
+    for (; m - r >= R && !(R == 3 && m - r == 4); r += R) {
+        ifa__prefetch_next(ps, per_step);
+        QK_STEP(R);
+    }
+    for (; m - r >= 2; r += 2) {
+        ifa__prefetch_next(ps, per_step);
+        QK_STEP(2);
+    }
+    if (r < m) QK_STEP(1);
+#undef QK_STEP
+    /* The lanes of rows past m are not stored; their partials are zeroed so that none is read
+     * unset. */
+    for (int64_t e = m; e % 8 != 0; e++)
+        for (int g = 0; g < GB; g++) raw[g][e] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < m; j += 8)
+        for (int g = 0; g < GB; g++) {
+            const __m256 *rg = raw[g] + j;
+            __m256 sums;
+            if (form == QK_Q16) {
+#define I(k) _mm256_castps_si256(rg[k])
+                const __m256i si = tree23i(tree1i(I(0), I(4)), tree1i(I(1), I(5)), tree1i(I(2), I(6)), tree1i(I(3), I(7)));
+#undef I
+                sums = _mm256_mul_ps(_mm256_set1_ps(qscale[g]), _mm256_cvtepi32_ps(si));
+            } else {
+                sums = tree23(tree1(rg[0], rg[4]), tree1(rg[1], rg[5]), tree1(rg[2], rg[6]), tree1(rg[3], rg[7]));
+            }
+            store_scores(scores + g * ld + j, m - j < 8 ? m - j : 8, sums);
+        }
+}
+
+/* Heads g0... of q in the form `form`. */
+IFA__INLINE const void *qk_heads(const int form, const void *q, int64_t g0, int64_t D) {
+    return form == QK_Q16 ? (const void *)((const int16_t *)q + g0 * D) : (const void *)((const float *)q + g0 * D);
+}
+
+/* One call: groups of up to QK_GROUP_ROWS rows, each for all heads in blocks of up to 4. */
+IFA__INLINE void qk_drive_g(const int form, const void *q, const float *qscale, const int64_t G, const int64_t D,
+                            const void *const *krows, int64_t n, float *scores, int64_t ld,
+                            ifa__prefetch_list prefetch) {
     /* The next call's rows are prefetched a few lines per step of the first block of heads (see
      * the AVX-512 file), spread over all its steps: spread over fewer steps (n / 3 where G = 4
      * takes n / 2), the calls ran 4-6% slower from DRAM though faster in L1. */
@@ -296,62 +312,25 @@ IFA__INLINE void qk_float_drive_g(const int kind, const float *q, const int64_t 
         const void *const *rows = krows + i0;
         float *sc = scores + i0;
         int64_t g0 = 0, ps_step = per_step;
-        if (kind == IFA__KV_F16) {
-            for (; g0 + 4 <= G; g0 += 4, ps_step = 0)
-                qk_group(kind, 4, q + g0 * D, D, rows, m, raw, sc + g0 * ld, ld, &ps, ps_step);
+#define QK_BLOCK(GB) qk_group(form, GB, qk_heads(form, q, g0, D), form == QK_Q16 ? qscale + g0 : NULL, D, rows, m, raw, sc + g0 * ld, ld, &ps, ps_step)
+        if (form == IFA__KV_F16 || form == QK_Q16) {
+            for (; g0 + 4 <= G; g0 += 4, ps_step = 0) QK_BLOCK(4);
         } else {
             /* One copy of the block for the other dtypes: with two blocks (G = 8) written out,
              * GCC 12 ran their qk at 52 against 30 ns per row in L1 (bf16 and int8; float16's two
              * copies ran at 24.5 against 26.9 for one). */
 #pragma GCC unroll 1
-            for (; g0 + 4 <= G; g0 += 4, ps_step = 0)
-                qk_group(kind, 4, q + g0 * D, D, rows, m, raw, sc + g0 * ld, ld, &ps, ps_step);
+            for (; g0 + 4 <= G; g0 += 4, ps_step = 0) QK_BLOCK(4);
         }
         switch (G - g0) {
-        case 1: qk_group(kind, 1, q + g0 * D, D, rows, m, raw, sc + g0 * ld, ld, &ps, ps_step); break;
-        case 2: qk_group(kind, 2, q + g0 * D, D, rows, m, raw, sc + g0 * ld, ld, &ps, ps_step); break;
-        case 3: qk_group(kind, 3, q + g0 * D, D, rows, m, raw, sc + g0 * ld, ld, &ps, ps_step); break;
+        case 1: QK_BLOCK(1); break;
+        case 2: QK_BLOCK(2); break;
+        case 3: QK_BLOCK(3); break;
         default: break;
         }
+#undef QK_BLOCK
     }
     ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
-}
-
-/* The integer form: tiles of 8 rows (qk_q16_tile). */
-IFA__INLINE void qk_q16_drive_g(const int16_t *q, const float *qscale, const int64_t G, const int64_t D,
-                                const void *const *krows, int64_t n, float *scores, int64_t ld,
-                                ifa__prefetch_list prefetch) {
-    /* The next call's rows are prefetched a few lines per pair of rows (see the AVX-512 file). */
-    ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
-    const int64_t pairs = 4 * ((n + 7) / 8);
-    const int64_t per_pair = ifa__prefetch_per_step(&ps, pairs);
-    for (int64_t i0 = 0; i0 < n; i0 += 8) {
-        const int64_t m = n - i0 < 8 ? n - i0 : 8;
-        const char *rows[8];
-        for (int64_t r = 0; r < 8; r++) rows[r] = (const char *)krows[i0 + (r < m ? r : m - 1)];
-        float *sc = scores + i0;
-        int64_t g0 = 0, pp = per_pair;
-        for (; g0 + 4 <= G; g0 += 4, pp = 0)
-            qk_q16_tile(4, q + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, m, &ps, pp);
-        switch (G - g0) {
-        case 1: qk_q16_tile(1, q + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, m, &ps, pp); break;
-        case 2: qk_q16_tile(2, q + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, m, &ps, pp); break;
-        case 3: qk_q16_tile(3, q + g0 * D, qscale + g0, D, rows, sc + g0 * ld, ld, m, &ps, pp); break;
-        default: break;
-        }
-    }
-    ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
-}
-
-/* One call in the form `form` (a compile-time constant at every call site): q is float or int16
- * accordingly; qscale serves QK_Q16 only. */
-IFA__INLINE void qk_drive_g(const int form, const void *q, const float *qscale, const int64_t G, const int64_t D,
-                            const void *const *krows, int64_t n, float *scores, int64_t ld,
-                            ifa__prefetch_list prefetch) {
-    if (form == QK_Q16)
-        qk_q16_drive_g((const int16_t *)q, qscale, G, D, krows, n, scores, ld, prefetch);
-    else
-        qk_float_drive_g(form, (const float *)q, G, D, krows, n, scores, ld, prefetch);
 }
 
 IFA__INLINE void qk_drive(const int form, const void *q, const float *qscale, int64_t G, int64_t D,
