@@ -300,27 +300,32 @@ IFA__INLINE const void *qk_heads(const int form, const void *q, int64_t g0, int6
 IFA__INLINE void qk_drive_g(const int form, const void *q, const float *qscale, const int64_t G, const int64_t D,
                             const void *const *krows, int64_t n, float *scores, int64_t ld,
                             ifa__prefetch_list prefetch) {
-    /* The next call's rows are prefetched a few lines per step of the first block of heads (see
-     * the AVX-512 file), spread over all its steps: spread over fewer steps (n / 3 where G = 4
-     * takes n / 2), the calls ran 4-6% slower from DRAM though faster in L1. */
+    /* The next call's rows are prefetched a few lines per step (see the AVX-512 file), spread
+     * over the steps of all blocks of heads (about n / R each). Spread over fewer steps (n / 3
+     * where G = 4 takes n / 2), the calls ran 4-6% slower from DRAM though faster in L1; over the
+     * first block's only, Llama-3-70B (G = 8) fp16 ran 3.6-3.8% slower, int8 1% faster. */
     ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
-    const int R0 = qk_step_rows(G < 4 ? (int)G : 4);
-    const int64_t per_step = ifa__prefetch_per_step(&ps, (n + R0 - 1) / R0);
+    int64_t steps = 0;
+    for (int64_t g0 = 0; g0 < G; g0 += 4) {
+        const int R = qk_step_rows(G - g0 < 4 ? (int)(G - g0) : 4);
+        steps += (n + R - 1) / R;
+    }
+    const int64_t per_step = ifa__prefetch_per_step(&ps, steps);
     __m256 raw[4][QK_GROUP_ROWS];
     for (int64_t i0 = 0; i0 < n; i0 += QK_GROUP_ROWS) {
         const int64_t m = n - i0 < QK_GROUP_ROWS ? n - i0 : QK_GROUP_ROWS;
         const void *const *rows = krows + i0;
         float *sc = scores + i0;
-        int64_t g0 = 0, ps_step = per_step;
-#define QK_BLOCK(GB) qk_group(form, GB, qk_heads(form, q, g0, D), form == QK_Q16 ? qscale + g0 : NULL, D, rows, m, raw, sc + g0 * ld, ld, &ps, ps_step)
+        int64_t g0 = 0;
+#define QK_BLOCK(GB) qk_group(form, GB, qk_heads(form, q, g0, D), form == QK_Q16 ? qscale + g0 : NULL, D, rows, m, raw, sc + g0 * ld, ld, &ps, per_step)
         if (form == IFA__KV_F16 || form == QK_Q16) {
-            for (; g0 + 4 <= G; g0 += 4, ps_step = 0) QK_BLOCK(4);
+            for (; g0 + 4 <= G; g0 += 4) QK_BLOCK(4);
         } else {
             /* One copy of the block for the other dtypes: with two blocks (G = 8) written out,
              * GCC 12 ran their qk at 52 against 30 ns per row in L1 (bf16 and int8; float16's two
              * copies ran at 24.5 against 26.9 for one). */
 #pragma GCC unroll 1
-            for (; g0 + 4 <= G; g0 += 4, ps_step = 0) QK_BLOCK(4);
+            for (; g0 + 4 <= G; g0 += 4) QK_BLOCK(4);
         }
         switch (G - g0) {
         case 1: QK_BLOCK(1); break;
