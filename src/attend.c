@@ -32,13 +32,19 @@
  * q16[G*D int16] }, then alpha[G] | s[G*CHUNK] | rows[5*D] shared by the heads. q16 is the
  * query of the integer or bfloat16 qk (rounded_query below): int16 with its scales in qscale for
  * int8 KV (rounded at inner_precise = 1, the int8 query itself with full quantisation), bfloat16
- * for bfloat16 KV; qscale[0] < 0 means the head uses the float qk. */
+ * for bfloat16 KV; qscale[0] < 0 means the head uses the float qk. q', q16, each head's block,
+ * s and rows start on cache lines (ifa__line_floats; the scratch itself does, plan.c). */
+static int64_t q16_offset(int64_t G, int64_t D) { return ifa__line_floats(G * D + 3 * G); }
+
 static int64_t head_scratch_floats(const ifa__problem *pb) {
-    return pb->G * pb->D + 3 * pb->G + ifa__ceil_div(pb->G * pb->D, 2);
+    return ifa__line_floats(q16_offset(pb->G, pb->D) + ifa__ceil_div(pb->G * pb->D, 2));
 }
 
+/* The int16 (or bfloat16) query of the head whose scratch block starts at qp. */
+static void *q16_of(const float *qp, int64_t G, int64_t D) { return (void *)(qp + q16_offset(G, D)); }
+
 int64_t ifa__tile_scratch_floats(const ifa__problem *pb, int64_t max_heads) {
-    return max_heads * head_scratch_floats(pb) + pb->G + pb->G * IFA__CHUNK_ROWS + 5 * pb->D;
+    return max_heads * head_scratch_floats(pb) + ifa__line_floats(pb->G) + pb->G * IFA__CHUNK_ROWS + 5 * pb->D;
 }
 
 /* x rounded to the nearest integer, ties to even, for |x| <= 2^15: adding and removing 1.5 * 2^23
@@ -604,7 +610,7 @@ static void unit_scores(const ifa__problem *pb, const ifa__kernel_table *kt, ifa
                         const float *qp, const rows_unit *u, float *s, ifa__prefetch_list pk) {
     const int64_t G = pb->G, D = pb->D, ld = IFA__CHUNK_ROWS;
     const float *qscale = qp + G * D + 2 * G;
-    const void *q16 = qscale + G;
+    const void *q16 = q16_of(qp, G, D);
     if (rounded && qscale[0] >= 0.0f && u->k_d == 1) {
         if (kind == IFA__KV_BF16)
             kt->qk_bf16_qbf16((const uint16_t *)q16, G, D, u->k, u->n, s, ld, pk);
@@ -774,7 +780,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
                       int64_t t0, int64_t t1, float *states, float *scratch) {
     const int64_t G = pb->G, D = pb->D, per_head = head_scratch_floats(pb);
     const int64_t state_floats = ifa__state_floats(G, D);
-    float *alpha = scratch + nh * per_head, *s = alpha + G;
+    float *alpha = scratch + nh * per_head, *s = alpha + ifa__line_floats(G);
     tile_ctx c = {.pb = pb, .kt = kt, .kind = kv_kind(pb->kv_dtype), .finish = needs_finish(pb),
                   .rounded = uses_rounded_query(pb, kt), .pv_q16 = uses_fixed_point_pv(pb, kt),
                   .pv_bf16 = uses_bf16_weights(pb, kt), .b = b, .h0 = h0, .per_head = per_head,
@@ -785,7 +791,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
         ifa__state_init(state, G, D);
         if (t1 <= t0) continue;
         prepare_query(pb, kt, b, h0 + i, qp, bias, qsum, s + G * IFA__CHUNK_ROWS);
-        if (c.rounded) rounded_query(pb, qp, qsum + G, (int16_t *)(qsum + 2 * G));
+        if (c.rounded) rounded_query(pb, qp, qsum + G, (int16_t *)q16_of(qp, G, D));
     }
     if (t1 <= t0) return;
     if (pb->full_quant)

@@ -148,7 +148,8 @@ ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num
 
     c.state_floats = ifa__state_floats(pb->G, pb->D);
     /* Per-thread scratch serves the tiles, then the merge phase's output rows. */
-    c.scratch_floats = ifa__max64(ifa__tile_scratch_floats(pb, c.group_heads), ifa__output_scratch_floats(pb));
+    c.scratch_floats =
+        ifa__line_floats(ifa__max64(ifa__tile_scratch_floats(pb, c.group_heads), ifa__output_scratch_floats(pb)));
     int64_t state_total, scratch_total, bytes;
     RETURN_ERROR_IF(ifa__mul_overflow(pb->B * c.splits * pb->KVN, c.state_floats, &state_total) ||
                         ifa__mul_overflow(threads, c.scratch_floats, &scratch_total) ||
@@ -156,7 +157,9 @@ ifa_status ifa__run(const ifa__problem *pb, const ifa__kernel_table *kt, int num
                         ifa__mul_overflow(bytes, (int64_t)sizeof(float), &bytes) || (uint64_t)bytes > SIZE_MAX,
                     IFA_ERR_OVERFLOW, "query: working memory for B = %lld, N = %lld, D = %lld overflows",
                     (long long)pb->B, (long long)pb->N, (long long)pb->D);
-    float *mem = malloc((size_t)bytes);
+    /* On a cache line, as are the states and each thread's scratch (whole lines each; common.h).
+     * bytes is a multiple of 64, as aligned_alloc requires (64 at least: never a 0-byte request). */
+    float *mem = aligned_alloc(64, (size_t)ifa__max64(bytes, 64));
     RETURN_ERROR_IF(mem == NULL, IFA_ERR_OUT_OF_MEMORY,
                     "query: cannot allocate %lld bytes of working memory", (long long)bytes);
     c.states = mem;

@@ -25,7 +25,10 @@
 #include <math.h>
 #include <stdint.h>
 
-static inline int64_t ifa__state_floats(int64_t G, int64_t D) { return 4 * G + G * D; }
+#include "common.h"
+
+/* Floats of one state, whole cache lines (common.h) so that every state starts on one. */
+static inline int64_t ifa__state_floats(int64_t G, int64_t D) { return ifa__line_floats(4 * G + G * D); }
 
 static inline float *ifa__state_m(float *st, int64_t G) { (void)G; return st; }
 static inline float *ifa__state_l(float *st, int64_t G) { return st + G; }
