@@ -33,7 +33,8 @@ double bench_read_bandwidth(size_t bytes, int threads, int reps, double *median_
 typedef enum bench_mac_kind {
     BENCH_MAC_FMA_F32 = 0, /* VFMADD231PS zmm (16 lanes), or ymm (8 lanes) without AVX-512 */
     BENCH_MAC_DPBF16,      /* VDPBF16PS zmm: 32 bf16 products summed in pairs into 16 floats */
-    BENCH_MAC_DPBUSD,      /* VPDPBUSD zmm: 64 u8*s8 products summed in fours into 16 int32 */
+    BENCH_MAC_DPBUSD,      /* int8: VPDPBUSD zmm (64 u8*s8 products summed in fours into 16 int32),
+                            * or without AVX-512 VNNI VPMADDWD ymm + VPADDD (16 int16 products) */
     BENCH_MAC_KIND_COUNT
 } bench_mac_kind;
 

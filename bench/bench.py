@@ -192,7 +192,8 @@ def torch_probe(threads, bw_mib, bw_reps):
 
 def mac_rate(machine, dtype):
     """Peak multiply-adds per ns of the instruction a KV dtype needs (fp16: float32 FMA after
-    conversion; bf16: VDPBF16PS; int8: VPDPBUSD), falling back to the float32 FMA."""
+    conversion; bf16: VDPBF16PS; int8: VPDPBUSD, or VPMADDWD ymm on AVX2 without VNNI), falling
+    back to the float32 FMA."""
     rates = machine["mac_rates"]
     key = {"fp16": "fma_f32", "bf16": "dpbf16", "int8": "dpbusd"}[dtype]
     r = rates.get(key) or rates.get("fma_f32")
