@@ -267,7 +267,7 @@ __attribute__((target("avx512f,avx512vnni"))) static int32_t dpbusd_zmm(void) {
  * from memory (x: 4 x 8 vectors in L1, a different 8 on each iteration) and only the 1-cycle
  * VPADDD chains through a sum, so eight sums cover it. The pairs are written in asm: in C, GCC 12
  * copied every sum through another register and kept some on the stack (2.2-2.7 per ns on Zen 3,
- * where this measures 3.9-4.2). */
+ * where this measures 5.3). */
 __attribute__((target("avx2"))) static int32_t maddwd_ymm(const __m256i *x) {
     const __m256i b = _mm256_set1_epi16(3);
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, t0, t1;
@@ -325,8 +325,8 @@ static void mac_task(void *p, int thread, int threads) {
 
 bench_mac_rate bench_mac_peak(bench_mac_kind kind, int threads, int reps) {
     bench_mac_rate r = {0};
-    /* Aligned, so that no operand of maddwd_ymm straddles two cache lines (calloc's 16-byte
-     * alignment made the probe read anywhere from 3.0 to 4.2 per ns between runs). */
+    /* Aligned, so that no operand of maddwd_ymm straddles two cache lines (with calloc's 16-byte
+     * alignment the probe read 3.0-4.2 per ns on Zen 3, 5.3 aligned). */
     const size_t ctx_bytes = (sizeof(mac_ctx) + 63) / 64 * 64;
     mac_ctx *c = aligned_alloc(64, ctx_bytes);
     if (c == NULL) return r;
@@ -361,8 +361,8 @@ bench_mac_rate bench_mac_peak(bench_mac_kind kind, int threads, int reps) {
             c->zmm = 1;
         } else if (__builtin_cpu_supports("avx2")) {
             /* What libifa's AVX2 int8 kernels use (VPMADDWD + VPADDD): two 8-wide FMAs' worth
-             * of multiply-adds per pair. On Zen 3 3.9-4.2 pairs per ns per core against 6.4
-             * FMAs, so 1.25x the float path's rate (seventeenth session). */
+             * of multiply-adds per pair. On Zen 3 5.3 pairs per ns per core against 6.4 FMAs,
+             * so 1.65x the float path's rate (seventeenth session). */
             r.instruction = "vpmaddwd ymm";
             r.macs_per_instruction = 16;
         }
