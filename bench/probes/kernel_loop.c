@@ -55,6 +55,9 @@
  * (17 GB/s, the one-thread read bandwidth), G = 2 33.3, G = 4 41.0, against 17.0, 25.3 and 31.0
  * of arithmetic in L1: as the arithmetic nears the memory time, less of the two overlaps. Two
  * threads, G = 4: 41.7-44.5 per row per core, 24-25 GB/s, where the library read 19-21 GB/s.
+ * Seventeenth session, the same host, after the qk steps (docs/kernels.md), l1, n = 16: f16 qk
+ * G = 1 6.4, G = 4 12.6, G = 8 24.5; i8q16 qk G = 4 9.6. The query and scores here are 64-byte
+ * aligned, as the library's are since that session: 16 bytes off a line, i8q16's qk took 11.9.
  */
 #define _POSIX_C_SOURCE 200809L
 #if defined(KL_AVX2)
