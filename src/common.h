@@ -59,6 +59,8 @@ static inline int64_t ifa__ceil_div(int64_t a, int64_t b) { return a / b + (a % 
  * seventeenth session). */
 #define IFA__LINE_FLOATS 16
 /* n floats rounded up to whole cache lines (n small: the sizes of one head's buffers). */
-static inline int64_t ifa__line_floats(int64_t n) { return (n + IFA__LINE_FLOATS - 1) / IFA__LINE_FLOATS * IFA__LINE_FLOATS; }
+static inline int64_t ifa__line_floats(int64_t n) {
+    return (n + IFA__LINE_FLOATS - 1) / IFA__LINE_FLOATS * IFA__LINE_FLOATS;
+}
 
 #endif /* IFA_COMMON_H */
