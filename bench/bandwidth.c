@@ -206,7 +206,7 @@ double bench_read_bandwidth(size_t bytes, int threads, int reps, double *median_
 
 typedef struct mac_ctx {
     bench_mac_kind kind;
-    int zmm; /* 1: an AVX-512 form (MAC_CHAINS chains), 0: an AVX2 one (MAC_CHAINS_YMM) */
+    int zmm; /* 1: an AVX-512 form (MAC_CHAINS chains), 0: an AVX2 one (MAC_CHAINS_YMM or MADD_CHAINS_YMM) */
     volatile float sink_f[256];
     volatile int32_t sink_i[256];
     _Alignas(64) int16_t operands[4 * MADD_CHAINS_YMM * 16]; /* maddwd_ymm's products' operands */
@@ -327,10 +327,9 @@ bench_mac_rate bench_mac_peak(bench_mac_kind kind, int threads, int reps) {
     bench_mac_rate r = {0};
     /* Aligned, so that no operand of maddwd_ymm straddles two cache lines (with calloc's 16-byte
      * alignment the probe read 3.0-4.2 per ns on Zen 3, 5.3 aligned). */
-    const size_t ctx_bytes = (sizeof(mac_ctx) + 63) / 64 * 64;
-    mac_ctx *c = aligned_alloc(64, ctx_bytes);
+    mac_ctx *c = aligned_alloc(_Alignof(mac_ctx), sizeof *c); /* sizeof is a multiple of the alignment */
     if (c == NULL) return r;
-    memset(c, 0, ctx_bytes);
+    memset(c, 0, sizeof *c);
     c->kind = kind;
     for (int i = 0; i < 4 * MADD_CHAINS_YMM * 16; i++) c->operands[i] = (int16_t)(i % 7 - 3);
 #if BENCH_X86

@@ -58,7 +58,7 @@ static inline int64_t ifa__ceil_div(int64_t a, int64_t b) { return a / b + (a % 
  * other load of it did, and the AVX2 qk_i8_q16 took 11.9 ns per row in L1 against 9.6 (G = 4,
  * seventeenth session). */
 #define IFA__LINE_FLOATS 16
-/* n floats rounded up to whole cache lines (n small: the sizes of one head's buffers). */
+/* n floats rounded up to whole cache lines (n far below INT64_MAX: buffer sizes in floats). */
 static inline int64_t ifa__line_floats(int64_t n) {
     return (n + IFA__LINE_FLOATS - 1) / IFA__LINE_FLOATS * IFA__LINE_FLOATS;
 }

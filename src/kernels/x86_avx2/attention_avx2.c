@@ -56,7 +56,7 @@ IFA__INLINE void opaque_pointer(const char **p) {
 }
 
 /* Makes *v, a float or integer vector, a register value the optimiser cannot see through
- * (qk_step, qk_q16_tile). */
+ * (qk_step, qk_q16_step). */
 #if defined(__GNUC__)
 #define in_register(v) __asm__("" : "+x"(*(v)))
 #else
@@ -118,7 +118,7 @@ IFA__INLINE __m256 tree23(__m256 e0, __m256 e1, __m256 e2, __m256 e3) {
     return _mm256_add_ps(_mm256_castpd_ps(lo), _mm256_castpd_ps(hi));
 }
 
-/* The m <= 8 scores of one head of a tile (lanes past m are rows past n, not stored). */
+/* The m <= 8 scores of one head for 8 rows of a group (lanes past m are rows past n, not stored). */
 IFA__INLINE void store_scores(float *dst, int64_t m, __m256 v) {
     if (m == 8)
         _mm256_storeu_ps(dst, v);
@@ -126,7 +126,7 @@ IFA__INLINE void store_scores(float *dst, int64_t m, __m256 v) {
         _mm256_maskstore_ps(dst, lane_mask(m), v);
 }
 
-/* Rows of K per group of the float qk (qk_group): a multiple of 8 (the tree's) and of every
+/* Rows of K per group of both qk forms (qk_group): a multiple of 8 (the tree's) and of every
  * step's rows. */
 #define QK_GROUP_ROWS 24
 
@@ -218,7 +218,7 @@ IFA__INLINE void qk_q16_step(const int GB, const int R, const int16_t *q, int64_
             k[r] = load16_i8(buf);
         }
         for (int g = 0; g < GB; g++) {
-            /* Copied here, not once per call: a zeroed array per tile became a REP STOSQ, whose
+            /* Copied here, in the tail only: a zeroed array per step became a REP STOSQ, whose
              * start-up cost every call with D % 16 == 0 too. */
             int16_t qt[16] = {0};
             memcpy(qt, q + g * D + Dv, sizeof(int16_t) * (size_t)(D - Dv));
@@ -280,9 +280,10 @@ IFA__INLINE void qk_group(const int form, const int GB, const void *q, const flo
             const __m256 *rg = raw[g] + j;
             __m256 sums;
             if (form == QK_Q16) {
-#define I(k) _mm256_castps_si256(rg[k])
-                const __m256i si = tree23i(tree1i(I(0), I(4)), tree1i(I(1), I(5)), tree1i(I(2), I(6)), tree1i(I(3), I(7)));
-#undef I
+#define RAW_I(k) _mm256_castps_si256(rg[k])
+                const __m256i si = tree23i(tree1i(RAW_I(0), RAW_I(4)), tree1i(RAW_I(1), RAW_I(5)),
+                                           tree1i(RAW_I(2), RAW_I(6)), tree1i(RAW_I(3), RAW_I(7)));
+#undef RAW_I
                 sums = _mm256_mul_ps(_mm256_set1_ps(qscale[g]), _mm256_cvtepi32_ps(si));
             } else {
                 sums = tree23(tree1(rg[0], rg[4]), tree1(rg[1], rg[5]), tree1(rg[2], rg[6]), tree1(rg[3], rg[7]));
