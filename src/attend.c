@@ -765,12 +765,19 @@ static void attend_sparse_units(const tile_ctx *c, int64_t nh, int64_t t0, int64
     }
 }
 
+/* Which calls split their tokens early depends on the host as much as on the call (the table's
+ * split_tokens_wide), measured with two threads, B = 1, L = 512, two chunks of 256 tokens against
+ * two groups of heads. On the AVX-512 host: fp16 at G = 4 1.12x, bf16 1.13x, but int8 0.87-0.89x
+ * and Llama-3-70B fp16 (heavy) 0.92-0.95x. On Zen 3 (AVX2): Qwen2.5-7B fp16 (G = 7, heavy)
+ * 1.19x, bf16 1.19x, block 16 1.13x, Llama-3-70B fp16 1.04x (L = 768: 1.07x), bf16 1.04x, int8
+ * at G = 4 1.02x (L = 768: 1.06x), but int8 at G = 7 and 8 0.96x and 0.93x (docs/benchmarks.md). */
 int ifa__split_tokens_early(const ifa__problem *pb, const ifa__kernel_table *kt) {
     const ifa__kv_kind kind = kv_kind(pb->kv_dtype);
-    if (pb->form == IFA__KV_PAGED_SPARSE || (kind != IFA__KV_F16 && kind != IFA__KV_BF16) || pb->B < 1 ||
-        pb->KVN < 1)
-        return 0;
-    if (heavy_rows(pb, kind, uses_rounded_query(pb, kt), uses_bf16_weights(pb, kt))) return 0;
+    if (pb->form == IFA__KV_PAGED_SPARSE || pb->B < 1 || pb->KVN < 1) return 0;
+    const int sixteen_bit = kind == IFA__KV_F16 || kind == IFA__KV_BF16;
+    const int heavy = heavy_rows(pb, kind, uses_rounded_query(pb, kt), uses_bf16_weights(pb, kt));
+    const int wide = kt->split_tokens_wide;
+    if (!(sixteen_bit ? !heavy || wide : kind == IFA__KV_I8 && !heavy && wide)) return 0;
     ifa__kv_cursor cur;
     ifa__kv_cursor_init(&cur, pb, 0, 0, 0, 0);
     return heads_side_by_side(pb, &cur);

@@ -30,11 +30,12 @@
 /* ... except where the alternative is worse: a short call with fewer (batch, head group) units
  * than threads otherwise has its heads split (below), and in a cache whose heads of a token sit
  * side by side that reads half of every token row per thread. For the calls of
- * ifa__split_tokens_early (16-bit KV, short windows, not sparse), measured with two threads, B = 1,
- * L = 512, two chunks of 256 tokens against two groups of 4 heads: Llama-3-8B fp16 1.12x (L = 768:
- * 1.15x), bf16 1.13x, block 16 1.12x, Llama-3-70B bf16 1.05x. The others lost: int8 0.87-0.89x,
- * Llama-3-70B fp16 0.92-0.95x, a (blocks, KVN, bs, D) cache 0.78-0.84x (each head's rows are
- * one run there), sparse 0.95x (docs/benchmarks.md). */
+ * ifa__split_tokens_early (heads side by side, not sparse, and the KV and rows its kernel table
+ * names), measured with two threads, B = 1, L = 512, two chunks of 256 tokens against two groups
+ * of 4 heads on the AVX-512 host: Llama-3-8B fp16 1.12x (L = 768: 1.15x), bf16 1.13x, block 16
+ * 1.12x, Llama-3-70B bf16 1.05x; a (blocks, KVN, bs, D) cache lost, 0.78-0.84x (each head's rows
+ * are one run there), and sparse 0.95x. Which other kinds win depends on the host (attend.c;
+ * docs/benchmarks.md). */
 #define IFA__MIN_CHUNK_TOKENS_SIDE_BY_SIDE 256
 
 /* Chunks beyond one per thread only from this many tokens each. Every chunk starts cold: its

@@ -138,6 +138,11 @@ typedef struct ifa__kernel_table {
     ifa__f16_to_f32_fn f16_to_f32;
     ifa__f32_to_f16_fn f32_to_f16;
     int needs_unit_d_stride; /* 1: use the reference kernels when d_stride != 1 */
+    /* Which short calls whose heads sit side by side split their tokens between threads rather
+     * than their heads (attend.c, ifa__split_tokens_early), as measured on the hosts of each ISA:
+     * 0: 16-bit KV with light rows only; 1: also 16-bit KV with heavy rows, and int8 KV with
+     * light rows. */
+    int split_tokens_wide;
 } ifa__kernel_table;
 
 /* The lines of a kernel's `prefetch` list as a stream: a kernel calls ifa__prefetch_next(&s, k)

@@ -121,6 +121,23 @@ def test_short_calls_split_tokens(restore_threads, seed):
     check_case(case, "torch")
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_short_calls_split_tokens_wide(restore_threads, seed):
+    """The calls that split their tokens early on some kernel tables only (kernels.h,
+    split_tokens_wide): 16-bit KV with G > 4 (heavy rows) and int8 KV with G <= 4 at
+    inner_precise = 1; and int8 KV with G > 4, which keeps its heads split everywhere. B = 1, 512
+    to 1023 tokens, two threads, against the golden whichever plan the table picks."""
+    s = 126000 + seed
+    dm = ["float16", "bfloat16", "i8kv-float16", "i8kv-bfloat16", "i8kv-float16", "float16"][seed]
+    G = [7, 8, 4, 2, 7, 5][seed]
+    layout = "BSH" if seed % 2 == 0 else "BSND"
+    form = "contig" if seed == 5 else "paged3"
+    case = random_case(s, layout=layout, form=form, B=1, KVN=4, G=G, D=64, bs=16, inner_precise=1,
+                       lens=[512 + 101 * seed], **_dmode(dm))
+    restore_threads.set_num_threads(2)
+    check_case(case, "torch")
+
+
 @pytest.mark.parametrize("seed", range(150))
 def test_mixed(seed):
     """Everything drawn from the seed, int8 KV (every antiquant shape) and int8 query included."""

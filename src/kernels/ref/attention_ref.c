@@ -162,4 +162,5 @@ const ifa__kernel_table ifa__kernels_ref = {
     .f16_to_f32 = f16_to_f32_ref,
     .f32_to_f16 = f32_to_f16_ref,
     .needs_unit_d_stride = 0,
+    .split_tokens_wide = 0,
 };

@@ -786,4 +786,5 @@ const ifa__kernel_table ifa__kernels_avx2 = {
     .f16_to_f32 = f16_to_f32_avx2,
     .f32_to_f16 = f32_to_f16_avx2,
     .needs_unit_d_stride = 1,
+    .split_tokens_wide = 1, /* Zen 3: docs/benchmarks.md, eighteenth session */
 };

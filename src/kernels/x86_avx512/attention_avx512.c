@@ -821,4 +821,5 @@ const ifa__kernel_table ifa__kernels_avx512 = {
     .f16_to_f32 = f16_to_f32_avx512,
     .f32_to_f16 = f32_to_f16_avx512,
     .needs_unit_d_stride = 1,
+    .split_tokens_wide = 0,
 };
