@@ -454,7 +454,10 @@ static void check_softmax(const ifa__kernel_table *t, score_pattern pat, int64_t
 {
     rng r = rng_seed(seed);
     float s0[MAX_G * LD], sg[MAX_G * LD], sw[MAX_G * LD];
-    float m0[MAX_G] = { 0 }, l0[MAX_G] = { 0 }, mg[MAX_G], lg[MAX_G], mw[MAX_G], lw[MAX_G], ag[MAX_G], aw[MAX_G];
+    /* mg, lg and ag have 8 guard lanes past G, which the kernel must leave alone (its stores of
+     * a block's lanes are cut to the block's heads). */
+    float m0[MAX_G] = { 0 }, l0[MAX_G] = { 0 }, mw[MAX_G], lw[MAX_G], aw[MAX_G];
+    float mg[MAX_G + 8], lg[MAX_G + 8], ag[MAX_G + 8];
     for (int64_t i = 0; i < G * LD; i++) {
         float x = (float)rng_uniform(&r, -30.0, 30.0);
         if (pat == PAT_ALL_MASKED || (pat == PAT_MIXED && rng_int(&r, 0, 2) == 0)) x = -1e12f;
@@ -475,9 +478,10 @@ static void check_softmax(const ifa__kernel_table *t, score_pattern pat, int64_t
     }
     memcpy(sg, s0, sizeof sg);
     memcpy(sw, s0, sizeof sw);
-    memcpy(mg, m0, sizeof mg);
+    for (int64_t g = 0; g < MAX_G + 8; g++) mg[g] = lg[g] = ag[g] = SENTINEL;
+    memcpy(mg, m0, (size_t)G * sizeof mg[0]);
     memcpy(mw, m0, sizeof mw);
-    memcpy(lg, l0, sizeof lg);
+    memcpy(lg, l0, (size_t)G * sizeof lg[0]);
     memcpy(lw, l0, sizeof lw);
     ifa__kernels_ref.softmax(sw, LD, G, n, mw, lw, aw);
     t->softmax(sg, LD, G, n, mg, lg, ag);
@@ -502,6 +506,12 @@ static void check_softmax(const ifa__kernel_table *t, score_pattern pat, int64_t
                       ag[g], mw[g], lw[g], aw[g]);
         }
     }
+    for (int64_t g = G; g < G + 8 && !bad; g++)
+        if (mg[g] != SENTINEL || lg[g] != SENTINEL || ag[g] != SENTINEL) {
+            bad = 1;
+            CHECK_MSG(0, "%s softmax (%s, n=%lld, G=%lld): wrote m/l/alpha[%lld], past the G heads", t->isa,
+                      k_pattern_names[pat], (long long)n, (long long)G, (long long)g);
+        }
 }
 
 static void test_softmax(void)
