@@ -29,7 +29,10 @@
  *       -o /tmp/kernel_loop_avx2 -lm
  *
  *   /tmp/kernel_loop l1 G [n]                    n rows per call (default 32, at most 64)
- *   /tmp/kernel_loop dram G [n] [threads] [dist]  defaults 32, 2, 1
+ *   /tmp/kernel_loop dram G [n] [threads] [dist]  defaults 32, 2, 1 (dist 0: no software prefetch)
+ *
+ * -DDRAM_BYTES=... sets the rows' bytes per thread (K and V together; 128 MiB by default), so that
+ * the same loop runs from L2 or L3.
  *
  * These are the library's flags for that file. With -march=native instead, GCC 12 (which does
  * not know this Zen 5 by name) compiled the kernels 15-20% slower in L1: qk 11.7 against 9.9 ns
@@ -58,6 +61,10 @@
  * Seventeenth session, the same host, after the qk steps (docs/kernels.md), l1, n = 16: f16 qk
  * G = 1 6.4, G = 4 12.6, G = 8 24.5; i8q16 qk G = 4 9.6. The query and scores here are 64-byte
  * aligned, as the library's are since that session: 16 bytes off a line, i8q16's qk took 11.9.
+ * Eighteenth session, the same host, dram, n = 32, one thread, three runs: f16 G = 4 40.6-42.9 ns
+ * per row with the kernels' prefetch stream one unit ahead, 59.8-64.6 without it (dist 0); G = 8
+ * 67.5-79.0 against 88.7-131. The hardware prefetchers alone do not keep up even on these
+ * contiguous rows (docs/benchmarks.md).
  */
 #define _POSIX_C_SOURCE 200809L
 #if defined(KL_AVX2)
@@ -75,7 +82,9 @@
 #include <time.h>
 
 #define D 128
-#define DRAM_BYTES ((size_t)128 << 20) /* K and V together, per thread */
+#ifndef DRAM_BYTES
+#define DRAM_BYTES ((size_t)128 << 20) /* K and V together, per thread (-DDRAM_BYTES=...: an L2 or L3 run) */
+#endif
 
 static double now(void) {
     struct timespec t;
@@ -187,7 +196,8 @@ static void *dram_run(void *arg) {
     double best = 1e30;
     for (int r = 0; r < 5; r++) {
         const double t0 = now();
-        for (size_t u = 0; u < w->units; u++) unit_call(w, u, (long)((u + (size_t)w->dist) % w->units), 7);
+        for (size_t u = 0; u < w->units; u++)
+            unit_call(w, u, w->dist == 0 ? -1 : (long)((u + (size_t)w->dist) % w->units), 7);
         const double ns = (now() - t0) / (double)(w->units * (size_t)w->n) * 1e9;
         if (ns < best) best = ns;
     }
@@ -219,8 +229,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     const int threads = argc > 4 ? atoi(argv[4]) : 2, dist = argc > 5 ? atoi(argv[5]) : 1;
-    if (threads < 1 || threads > 2 || dist < 1) {
-        fprintf(stderr, "threads must be 1 or 2, dist at least 1\n");
+    if (threads < 1 || threads > 2 || dist < 0) {
+        fprintf(stderr, "threads must be 1 or 2, dist at least 0 (0: no software prefetch)\n");
         return 2;
     }
     worker w[2];
