@@ -27,7 +27,8 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
  * IFA__MIN_CHUNK_TOKENS_SIDE_BY_SIDE) rather than its heads: the heads of a token sit side by
  * side ((blocks, bs, KVN*D) caches and BSH layouts), the call is not sparse, and its KV and rows
  * are of the kinds the kernel table's split_tokens_wide names (16-bit KV without `heavy`
- * arithmetic everywhere; on AVX2 also heavy 16-bit rows and light int8 rows). */
+ * arithmetic everywhere; on AVX2 also heavy 16-bit rows and light int8 rows on the integer
+ * kernels). */
 int ifa__split_tokens_early(const ifa__problem *pb, const ifa__kernel_table *kt);
 
 /* Turns the final state of (b, h) into the G output rows: normalise, apply the value

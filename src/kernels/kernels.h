@@ -141,7 +141,7 @@ typedef struct ifa__kernel_table {
     /* Which short calls whose heads sit side by side split their tokens between threads rather
      * than their heads (attend.c, ifa__split_tokens_early), as measured on the hosts of each ISA:
      * 0: 16-bit KV with light rows only; 1: also 16-bit KV with heavy rows, and int8 KV with
-     * light rows. */
+     * light rows through the integer kernels (inner_precise = 1). */
     int split_tokens_wide;
 } ifa__kernel_table;
 
