@@ -277,6 +277,7 @@ static inline void ifa__prefetch_next(ifa__prefetch_stream *s, int64_t lines) {
 #define IFA__EXP_MIN (-110.0f)
 #define IFA__EXP_MAX 89.0f
 #define IFA__EXP_NORMAL_MIN (-86.5f) /* exp(x) >= 2^-124.8 for x >= this: a normal float */
+#define IFA__EXP_ZERO_BELOW (-104.5f) /* exp(x) < 2^-150.7 for x < this: 0 in round to nearest */
 #define IFA__EXP_LOG2E 1.44269504088896341f
 #define IFA__EXP_LN2_HI 0.693359375f
 #define IFA__EXP_LN2_LO (-2.12194440e-4f)

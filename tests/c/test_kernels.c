@@ -578,6 +578,27 @@ static void test_exp_range(void)
                 }
             }
         }
+        /* Vectors that mix weights in the normal range with masked scores, -inf and values whose
+         * exp rounds to 0 (the AVX2 softmax's second short path), and now and then one lane
+         * between the two ranges (its full path). */
+        for (int64_t k = 0; k < 4000 && bad < 5; k++) {
+            float s[8], m[1] = { 0.0f }, l[1] = { 0.0f }, a[1], x[8];
+            static const float tail[] = { -1e12f, -INFINITY, -104.6f, -150.0f, -3e38f };
+            for (int j = 0; j < 8; j++) {
+                x[j] = (k + j) % 3 == 0 ? tail[(k + j) % NELEMS(tail)] : -(float)((k * 13 + j * 7) % 860) * 0.1f;
+                if (k % 97 == 0 && j == 5) x[j] = -86.5f - (float)(k % 18); /* -86.5 to -103.5 */
+                s[j] = x[j];
+            }
+            tables[ti]->softmax(s, LD, 1, 8, m, l, a);
+            for (int j = 0; j < 8 && bad < 5; j++) {
+                const double want = exp((double)x[j]), got = s[j];
+                const int ok = want < 0x1p-126 ? fabs(got - want) <= 4 * 0x1p-149 : close_rel(got, want, 4 * 0x1p-23);
+                if (!ok) {
+                    bad++;
+                    CHECK_MSG(0, "%s exp(%.9g) = %.9g beside masked scores, want %.9g", tables[ti]->isa, x[j], got, want);
+                }
+            }
+        }
         /* The far tail must be exactly 0, not a subnormal. */
         float s[2] = { -1e12f, -INFINITY }, m[1] = { 0.0f }, l[1] = { 0.0f }, a[1];
         tables[ti]->softmax(s, LD, 1, 2, m, l, a);

@@ -636,6 +636,21 @@ IFA__INLINE int exp8_normal_range(__m256 x) {
     return !_mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_set1_ps(IFA__EXP_NORMAL_MIN), _CMP_NGE_UQ));
 }
 
+/* Whether every lane of x <= 0 is in exp8_normal's range or so far below it that its exp is 0
+ * (x < -104.5: a masked score's -1e12, a -inf); none between, none NaN. */
+IFA__INLINE int exp8_normal_or_zero_range(__m256 x) {
+    const __m256 below = _mm256_cmp_ps(x, _mm256_set1_ps(IFA__EXP_NORMAL_MIN), _CMP_NGE_UQ);
+    const __m256 not_zero = _mm256_cmp_ps(x, _mm256_set1_ps(IFA__EXP_ZERO_BELOW), _CMP_NLT_UQ);
+    return !_mm256_movemask_ps(_mm256_and_ps(below, not_zero));
+}
+
+/* exp8_normal for x that passed exp8_normal_or_zero_range: the lanes below the normal range are
+ * exactly 0, as exp8 would give them. */
+IFA__INLINE __m256 exp8_normal_or_zero(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(IFA__EXP_NORMAL_MIN);
+    return _mm256_and_ps(exp8_normal(_mm256_max_ps(x, lo)), _mm256_cmp_ps(x, lo, _CMP_GE_OQ));
+}
+
 /* Lane g of the result = the sum of the 8 lanes of v[g], g < 8: three rounds of HADDPS and one
  * cross-lane add reduce all eight together, where one horizontal sum per vector is a chain of
  * about 6 dependent operations plus the insertion of its lane. */
@@ -662,14 +677,22 @@ IFA__INLINE void softmax_weights8(const int R, float *s, int64_t ld, int64_t n, 
         __m256 x[4], e[4];
         for (int j = 0; j < R; j++) x[j] = _mm256_sub_ps(_mm256_loadu_ps(s + j * ld + i), vmx[j]);
         /* One test for the R vectors: in the usual case every weight is a normal float and all
-         * take the short path; masked (-1e12) or -inf scores, or weights below 2^-125, the
-         * full one. */
+         * take the short path; vectors with masked (-1e12) or -inf scores a second test, and
+         * weights below 2^-125 that are not 0 the full path. */
         int normal = 1;
         for (int j = 0; j < R; j++) normal &= exp8_normal_range(x[j]);
-        if (normal)
+        if (normal) {
             for (int j = 0; j < R; j++) e[j] = exp8_normal(x[j]);
-        else
-            for (int j = 0; j < R; j++) e[j] = exp8(x[j]);
+        } else {
+            /* Masked scores (-1e12) in a vector are the common reason to get here: their weights
+             * are 0, and the other lanes can still take the short path. */
+            int normal_or_zero = 1;
+            for (int j = 0; j < R; j++) normal_or_zero &= exp8_normal_or_zero_range(x[j]);
+            if (normal_or_zero)
+                for (int j = 0; j < R; j++) e[j] = exp8_normal_or_zero(x[j]);
+            else
+                for (int j = 0; j < R; j++) e[j] = exp8(x[j]);
+        }
         for (int j = 0; j < R; j++) {
             _mm256_storeu_ps(s + j * ld + i, e[j]);
             vsum[j] = _mm256_add_ps(vsum[j], e[j]);
