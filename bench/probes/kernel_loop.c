@@ -32,7 +32,9 @@
  *   /tmp/kernel_loop dram G [n] [threads] [dist]  defaults 32, 2, 1 (dist 0: no software prefetch)
  *
  * -DDRAM_BYTES=... sets the rows' bytes per thread (K and V together; 128 MiB by default), so that
- * the same loop runs from L2 or L3.
+ * the same loop runs from L2 or L3. KL_HUGE=1 in the environment asks for transparent huge pages
+ * (madvise), as ifa_bench --huge-pages does; without it the rows lie on 4 KiB pages wherever
+ * transparent huge pages are madvise-only.
  *
  * These are the library's flags for that file. With -march=native instead, GCC 12 (which does
  * not know this Zen 5 by name) compiled the kernels 15-20% slower in L1: qk 11.7 against 9.9 ns
