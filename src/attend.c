@@ -774,11 +774,14 @@ static void attend_sparse_units(const tile_ctx *c, int64_t nh, int64_t t0, int64
 int ifa__split_tokens_early(const ifa__problem *pb, const ifa__kernel_table *kt) {
     const ifa__kv_kind kind = kv_kind(pb->kv_dtype);
     if (pb->form == IFA__KV_PAGED_SPARSE || pb->B < 1 || pb->KVN < 1) return 0;
-    const int sixteen_bit = kind == IFA__KV_F16 || kind == IFA__KV_BF16, rounded = uses_rounded_query(pb, kt);
+    const int rounded = uses_rounded_query(pb, kt);
     const int heavy = heavy_rows(pb, kind, rounded, uses_bf16_weights(pb, kt));
-    const int wide = kt->split_tokens_wide;
-    /* int8 only as measured: through the integer kernels (inner_precise = 1). */
-    if (!(sixteen_bit ? !heavy || wide : kind == IFA__KV_I8 && rounded && !heavy && wide)) return 0;
+    int kinds_allow;
+    if (kind == IFA__KV_F16 || kind == IFA__KV_BF16)
+        kinds_allow = !heavy || kt->split_tokens_wide;
+    else /* int8 only as measured: light rows through the integer kernels (inner_precise = 1) */
+        kinds_allow = kt->split_tokens_wide && kind == IFA__KV_I8 && rounded && !heavy;
+    if (!kinds_allow) return 0;
     ifa__kv_cursor cur;
     ifa__kv_cursor_init(&cur, pb, 0, 0, 0, 0);
     return heads_side_by_side(pb, &cur);

@@ -27,7 +27,8 @@
  *
  * D tails: AVX2 has masked loads for 32-bit elements only, so a row's last D % 8 elements (of
  * any dtype) are copied into a zeroed 8-element buffer and converted from there; q and the
- * accumulators (float32) use VMASKMOVPS. A masked or copied load never reads past the row.
+ * accumulators (float32) are read with VMASKMOVPS and written back in plain stores of their first
+ * lanes (store_first_lanes). A masked or copied load never reads past the row.
  *
  * softmax  as on AVX-512, with 2^n built from the exponent bits. To keep expf's subnormal
  * results, 2^n is applied as two factors 2^(n/2) * 2^(n - n/2), each a normal float, so the one
@@ -118,13 +119,32 @@ IFA__INLINE __m256 tree23(__m256 e0, __m256 e1, __m256 e2, __m256 e3) {
     return _mm256_add_ps(_mm256_castpd_ps(lo), _mm256_castpd_ps(hi));
 }
 
-/* The m <= 8 scores of one head for 8 rows of a group (lanes past m are rows past n, not stored). */
-IFA__INLINE void store_scores(float *dst, int64_t m, __m256 v) {
-    if (m == 8)
+/* The first count (1-8) lanes of v to dst, in plain stores: a row group's last scores, the last
+ * D % 8 accumulators of a slice, a chunk's last weights, the softmax's alpha, l and m. VMASKMOVPS
+ * to memory is slow on Zen 3, and a load cannot take its data from one still in flight: plain
+ * stores for the softmax's alpha (read by attend.c right after the call), l and m made Llama-3-8B
+ * calls (G = 4) 1.03-1.05x faster end to end (docs/kernels.md). */
+IFA__INLINE void store_first_lanes(float *dst, __m256 v, int64_t count) {
+    if (count >= 8) {
         _mm256_storeu_ps(dst, v);
-    else
-        _mm256_maskstore_ps(dst, lane_mask(m), v);
+        return;
+    }
+    __m128 x = _mm256_castps256_ps128(v);
+    if (count >= 4) {
+        _mm_storeu_ps(dst, x);
+        dst += 4;
+        count -= 4;
+        x = _mm256_extractf128_ps(v, 1);
+    }
+    if (count >= 2) {
+        _mm_storel_pi((__m64 *)dst, x);
+        dst += 2;
+        count -= 2;
+        x = _mm_movehl_ps(x, x);
+    }
+    if (count >= 1) _mm_store_ss(dst, x);
 }
+
 
 /* Rows of K per group of both qk forms (qk_group): a multiple of 8 (the tree's) and of every
  * step's rows. */
@@ -288,7 +308,8 @@ IFA__INLINE void qk_group(const int form, const int GB, const void *q, const flo
             } else {
                 sums = tree23(tree1(rg[0], rg[4]), tree1(rg[1], rg[5]), tree1(rg[2], rg[6]), tree1(rg[3], rg[7]));
             }
-            store_scores(scores + g * ld + j, m - j < 8 ? m - j : 8, sums);
+            /* Lanes past m are rows past n, not stored. */
+            store_first_lanes(scores + g * ld + j, sums, m - j < 8 ? m - j : 8);
         }
 }
 
@@ -375,7 +396,7 @@ IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float
     for (int g = 0; g < GB; g++)
         for (int w = 0; w < nv; w++) {
             if (W == 0)
-                _mm256_maskstore_ps(acc + g * D + d0, lm, a[g][w]);
+                store_first_lanes(acc + g * D + d0, a[g][w], tail);
             else
                 _mm256_storeu_ps(acc + g * D + d0 + 8 * w, a[g][w]);
         }
@@ -489,7 +510,7 @@ IFA__INLINE void pv_q16_slice(const int GB, const uint16_t *w, const float *inv,
                 _mm256_storeu_ps(o, _mm256_fmadd_ps(scale, total, _mm256_loadu_ps(o)));
             } else {
                 const __m256i lm = lane_mask(count);
-                _mm256_maskstore_ps(o, lm, _mm256_fmadd_ps(scale, total, _mm256_maskload_ps(o, lm)));
+                store_first_lanes(o, _mm256_fmadd_ps(scale, total, _mm256_maskload_ps(o, lm)), count);
             }
         }
     }
@@ -703,35 +724,11 @@ IFA__INLINE void softmax_weights8(const int R, float *s, int64_t ld, int64_t n, 
         __m256 e[4];
         for (int j = 0; j < R; j++) e[j] = exp8(_mm256_sub_ps(_mm256_maskload_ps(s + j * ld + i, lm), vmx[j]));
         for (int j = 0; j < R; j++) {
-            _mm256_maskstore_ps(s + j * ld + i, lm, e[j]);
+            store_first_lanes(s + j * ld + i, e[j], n - i);
             vsum[j] = _mm256_add_ps(vsum[j], _mm256_and_ps(e[j], _mm256_castsi256_ps(lm)));
         }
     }
     for (int j = 0; j < R; j++) part[j] = vsum[j];
-}
-
-/* The first count (1-8) lanes of v to dst, in plain stores. The softmax's alpha, l and m went out
- * in VMASKMOVPS, slow to memory on Zen 3, and attend.c reads alpha right after the call: plain
- * stores made Llama-3-8B calls (G = 4) 1.03-1.05x faster end to end (docs/kernels.md). */
-IFA__INLINE void store_first_lanes(float *dst, __m256 v, int64_t count) {
-    if (count >= 8) {
-        _mm256_storeu_ps(dst, v);
-        return;
-    }
-    __m128 x = _mm256_castps256_ps128(v);
-    if (count >= 4) {
-        _mm_storeu_ps(dst, x);
-        dst += 4;
-        count -= 4;
-        x = _mm256_extractf128_ps(v, 1);
-    }
-    if (count >= 2) {
-        _mm_storel_pi((__m64 *)dst, x);
-        dst += 2;
-        count -= 2;
-        x = _mm_movehl_ps(x, x);
-    }
-    if (count >= 1) _mm_store_ss(dst, x);
 }
 
 /* As on AVX-512, in blocks of 8 heads: the maxima first (a head whose scores all stay below its
