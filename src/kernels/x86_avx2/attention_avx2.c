@@ -466,19 +466,21 @@ static void qk_i8_q16_avx2(const int16_t *q16, const float *qscale, int64_t G, i
  * holds d = 0-3 and 8-11, "hi" 4-7 and 12-15; two VPERM2I128 restore the order at the end. An
  * odd n pairs the last row with itself at weight 0. */
 
-/* One slice of 16 d from d0 on (the D tail comes zero-padded through a buffer) for GB heads over
- * all rows. 16 d, two accumulators per head: with 32 d the 16 accumulators of 4 heads and the row
- * vectors outgrew the 16 ymm registers, and the kernel ran slower than the float pv. */
-IFA__INLINE void pv_q16_slice(const int GB, const uint16_t *w, const float *inv, int64_t D, const void *const *vrows,
-                              int64_t n, float *acc, int64_t d0) {
-    const int64_t width = D - d0 < 16 ? D - d0 : 16; /* d of this slice */
+/* One slice of 16 d from d0 on for GB heads over all rows: `full` 16 d, else the D tail through
+ * zeroed buffers. 16 d, two accumulators per head: with 32 d the 16 accumulators of 4 heads and
+ * the row vectors outgrew the 16 ymm registers, and the kernel ran slower than the float pv.
+ * vrows has an entry past the last row when n is odd (a copy of the last row, whose partner
+ * weight w[n] is 0: pv_q16_block), so the pair loop tests neither the row count nor the width. */
+IFA__INLINE void pv_q16_slice(const int GB, const int full, const uint16_t *w, const float *inv, int64_t D,
+                              const void *const *vrows, int64_t n, float *acc, int64_t d0) {
+    const int64_t width = full ? 16 : D - d0; /* d of this slice */
     __m256i a[4][2];
     for (int g = 0; g < GB; g++) a[g][0] = a[g][1] = _mm256_setzero_si256();
+#pragma GCC unroll 2
     for (int64_t i = 0; i < n; i += 2) {
-        const int8_t *r0 = (const int8_t *)vrows[i] + d0;
-        const int8_t *r1 = (const int8_t *)vrows[i + 1 < n ? i + 1 : i] + d0;
+        const int8_t *r0 = (const int8_t *)vrows[i] + d0, *r1 = (const int8_t *)vrows[i + 1] + d0;
         __m256i va, vb;
-        if (width == 16) {
+        if (full) {
             va = load16_i8(r0);
             vb = load16_i8(r1);
         } else {
@@ -522,9 +524,14 @@ IFA__INLINE void pv_q16_slice(const int GB, const uint16_t *w, const float *inv,
  * 12.4 ns per row in L1 against 10.4 (sixteenth session). */
 IFA__INLINE void pv_q16_heads(const int GB, const uint16_t *w, const float *inv, int64_t D, const void *const *v,
                               int64_t n, float *acc, ifa__prefetch_stream *ps, int64_t per_slice) {
-    for (int64_t d0 = 0; d0 < D; d0 += 16) {
+    int64_t d0 = 0;
+    for (; d0 + 16 <= D; d0 += 16) {
         ifa__prefetch_next(ps, per_slice);
-        pv_q16_slice(GB, w, inv, D, v, n, acc, d0);
+        pv_q16_slice(GB, 1, w, inv, D, v, n, acc, d0);
+    }
+    if (d0 < D) {
+        ifa__prefetch_next(ps, per_slice);
+        pv_q16_slice(GB, 0, w, inv, D, v, n, acc, d0);
     }
 }
 
@@ -565,6 +572,12 @@ IFA__INLINE void pv_q16_block(const float *p, int64_t ld, int64_t g0, int64_t gb
     int any = 0;
     for (int64_t g = 0; g < gb; g++) any |= pv_q16_weights(p + (g0 + g) * ld, n, w + g * 64, &inv[g]);
     if (!any) return;
+    const void *padded[IFA__KERNEL_MAX_ROWS + 1];
+    if (n & 1) { /* the last row's partner (pv_q16_slice) */
+        memcpy(padded, v, sizeof *v * (size_t)n);
+        padded[n] = v[n - 1];
+        v = padded;
+    }
     switch (gb) {
     case 1: pv_q16_heads(1, w, inv, D, v, n, acc + g0 * D, ps, per_slice); break;
     case 2: pv_q16_heads(2, w, inv, D, v, n, acc + g0 * D, ps, per_slice); break;
