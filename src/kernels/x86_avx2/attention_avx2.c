@@ -145,7 +145,6 @@ IFA__INLINE void store_first_lanes(float *dst, __m256 v, int64_t count) {
     if (count >= 1) _mm_store_ss(dst, x);
 }
 
-
 /* Rows of K per group of both qk forms (qk_group): a multiple of 8 (the tree's) and of every
  * step's rows. */
 #define QK_GROUP_ROWS 24
@@ -470,7 +469,7 @@ static void qk_i8_q16_avx2(const int16_t *q16, const float *qscale, int64_t G, i
  * zeroed buffers. 16 d, two accumulators per head: with 32 d the 16 accumulators of 4 heads and
  * the row vectors outgrew the 16 ymm registers, and the kernel ran slower than the float pv.
  * vrows has an entry past the last row when n is odd (a copy of the last row, whose partner
- * weight w[n] is 0: pv_q16_block), so the pair loop tests neither the row count nor the width. */
+ * weight w[n] is 0: pv_q16_g), so the pair loop tests neither the row count nor the width. */
 IFA__INLINE void pv_q16_slice(const int GB, const int full, const uint16_t *w, const float *inv, int64_t D,
                               const void *const *vrows, int64_t n, float *acc, int64_t d0) {
     const int64_t width = full ? 16 : D - d0; /* d of this slice */
@@ -572,12 +571,6 @@ IFA__INLINE void pv_q16_block(const float *p, int64_t ld, int64_t g0, int64_t gb
     int any = 0;
     for (int64_t g = 0; g < gb; g++) any |= pv_q16_weights(p + (g0 + g) * ld, n, w + g * 64, &inv[g]);
     if (!any) return;
-    const void *padded[IFA__KERNEL_MAX_ROWS + 1];
-    if (n & 1) { /* the last row's partner (pv_q16_slice) */
-        memcpy(padded, v, sizeof *v * (size_t)n);
-        padded[n] = v[n - 1];
-        v = padded;
-    }
     switch (gb) {
     case 1: pv_q16_heads(1, w, inv, D, v, n, acc + g0 * D, ps, per_slice); break;
     case 2: pv_q16_heads(2, w, inv, D, v, n, acc + g0 * D, ps, per_slice); break;
@@ -591,6 +584,13 @@ IFA__INLINE void pv_q16_g(const float *p, int64_t ld, const int64_t G, const int
     ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
     const int64_t steps = ((D + 15) / 16) * ((G + 3) / 4);
     const int64_t per_slice = ifa__prefetch_per_step(&ps, steps);
+    /* An odd n: the last row's partner (pv_q16_slice), once for every block of heads. */
+    const void *padded[IFA__KERNEL_MAX_ROWS + 1];
+    if (n & 1) {
+        memcpy(padded, v, sizeof *v * (size_t)n);
+        padded[n] = v[n - 1];
+        v = padded;
+    }
     for (int64_t g0 = 0; g0 < G; g0 += 4) pv_q16_block(p, ld, g0, G - g0 < 4 ? G - g0 : 4, D, v, n, acc, &ps, per_slice);
     ifa__prefetch_next(&ps, ifa__prefetch_lines(&ps));
 }
