@@ -74,8 +74,11 @@ static inline void ifa__state_merge(float *dst, const float *src, int64_t G, int
             for (int64_t d = 0; d < D; d++) acc[d] = sacc[d];
             continue;
         }
+        /* The factor of the larger finite maximum is exp(0) = 1 exactly: one expf, not two (an
+         * infinite or NaN maximum keeps both, for their NaN). */
         const float m = md > ms ? md : ms;
-        const float ad = expf(md - m), as = expf(ms - m);
+        const float ad = isfinite(md) && md >= ms ? 1.0f : expf(md - m);
+        const float as = isfinite(ms) && ms >= md ? 1.0f : expf(ms - m);
         dst[g] = m;
         dst[G + g] = dst[G + g] * ad + ls * as;
         dst[2 * G + g] = dst[2 * G + g] * ad + src[2 * G + g] * as;
