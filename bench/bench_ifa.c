@@ -47,6 +47,12 @@
 #include "bandwidth.h"
 #include "ifa.h"
 
+#ifdef IFA_EXPERIMENT
+/* The library's experiment switch (src/common.h): the one internal symbol this program touches,
+ * and only in builds configured with -DIFA_EXPERIMENT=ON, for --ab. */
+extern int ifa__experiment;
+#endif
+
 /* ---- Shapes --------------------------------------------------------------------------------- */
 
 typedef struct model {
@@ -268,6 +274,7 @@ typedef struct options {
     size_t bw_bytes;
     int bw_reps;
     int verbose;
+    int ab; /* 1: alternate the library's experiment switch call by call (--ab) */
 } options;
 
 typedef struct machine {
@@ -288,6 +295,10 @@ typedef struct result {
     double gbps, bw_fraction, bw_time_s, compute_time_s, roofline_s, roofline_fraction;
     const char *bound;
     const char *mac_instruction;
+    /* --ab: calls of form 0 and form 1 in adjacent pairs; the quartiles of time0 / time1 over the
+     * pairs (above 1: form 1 faster) and each form's best call */
+    int ab_pairs;
+    double ab_ratio_q1, ab_ratio_median, ab_ratio_q3, ab_best0_s, ab_best1_s;
 } result;
 
 /* The multiply-add instruction whose rate limits a KV dtype (see docs/benchmarks.md). */
@@ -408,8 +419,10 @@ static result run_shape(const shape *s, const options *o, const machine *mc) {
     uint16_t *q = malloc(q_elems * 2), *out = malloc(q_elems * 2);
     uint16_t *aq_scale = malloc(2 * (size_t)(KVN * D) * 2), *aq_offset = malloc(2 * (size_t)(KVN * D) * 2);
     double *times = malloc(sizeof(double) * (size_t)(o->max_reps > 0 ? o->max_reps : 1));
+    /* --ab: the form (0 or 1) of each timed call */
+    unsigned char *form = o->ab ? malloc((size_t)(o->max_reps > 0 ? o->max_reps : 1)) : NULL;
     if (!kc || !vc || !tables || (s->sparse_den != 1 && !bps) || !tmp || !q || !out || !aq_scale ||
-        !aq_offset || !times) {
+        !aq_offset || !times || (o->ab && !form)) {
         snprintf(r.error, sizeof r.error, "out of memory (KV pool %.2f GiB)",
                  2.0 * (double)cache_bytes / 1073741824.0);
         goto done;
@@ -503,6 +516,13 @@ static result run_shape(const shape *s, const options *o, const machine *mc) {
             const struct timespec gap = {o->gap_us / 1000000, (long)(o->gap_us % 1000000) * 1000};
             nanosleep(&gap, NULL);
         }
+#ifdef IFA_EXPERIMENT
+        /* --ab: the forms alternate call by call, and their order shifts by one at every turn of
+         * the rotation, so that every copy of the cache serves both forms. */
+        const int f = o->ab ? (int)((rep + 1 + (rep + 1) / n_rot) & 1) : 0;
+        ifa__experiment = f;
+        if (o->ab && rep >= 0) form[reps] = (unsigned char)f;
+#endif
         const double t0 = bench_now();
         const ifa_status st = ifa_incre_flash_attention_v5(&p, &ot);
         const double dt = bench_now() - t0;
@@ -513,6 +533,35 @@ static result run_shape(const shape *s, const options *o, const machine *mc) {
         if (rep >= 0) times[reps++] = dt;
         if (reps >= o->min_reps && bench_now() - t_start > o->budget_s) break;
     }
+    if (o->ab) {
+        /* Ratios of adjacent calls of the two forms, which met the host in the same few
+         * milliseconds: the host's swings, which last seconds, cancel out of them. */
+        double *ratio = malloc(sizeof *ratio * (size_t)(reps / 2 + 1));
+        if (ratio == NULL) {
+            snprintf(r.error, sizeof r.error, "out of memory");
+            goto done;
+        }
+        int pairs = 0;
+        r.ab_best0_s = r.ab_best1_s = 1e30;
+        for (int i = 0; i < reps; i++) {
+            double *best = form[i] ? &r.ab_best1_s : &r.ab_best0_s;
+            if (times[i] < *best) *best = times[i];
+            if (i + 1 < reps && form[i] != form[i + 1]) {
+                ratio[pairs++] = form[i] ? times[i + 1] / times[i] : times[i] / times[i + 1];
+                i++;
+                best = form[i] ? &r.ab_best1_s : &r.ab_best0_s;
+                if (times[i] < *best) *best = times[i];
+            }
+        }
+        qsort(ratio, (size_t)pairs, sizeof *ratio, compare_doubles);
+        r.ab_pairs = pairs;
+        if (pairs > 0) {
+            r.ab_ratio_q1 = ratio[pairs / 4];
+            r.ab_ratio_median = ratio[pairs / 2];
+            r.ab_ratio_q3 = ratio[3 * pairs / 4];
+        }
+        free(ratio);
+    }
     qsort(times, (size_t)reps, sizeof *times, compare_doubles);
     r.best_s = times[0];
     r.median_s = times[reps / 2];
@@ -521,6 +570,7 @@ static result run_shape(const shape *s, const options *o, const machine *mc) {
     roofline(&r, mc);
 
 done:
+    free(form);
     free(kc);
     free(vc);
     free(tables);
@@ -654,6 +704,11 @@ static void print_result(const result *r) {
         printf("%7lld %9.1f %9.3f %7.2f %6.3f %9.3f %6.3f %-7s\n", (long long)r->tokens,
                r->kv_bytes / 1048576.0, r->best_s * 1e3, r->gbps, r->bw_fraction, r->roofline_s * 1e3,
                r->roofline_fraction, r->bound);
+        if (r->ab_pairs > 0)
+            printf("#   ab: %d pairs, time(form 0) / time(form 1): median %.4f (quartiles %.4f %.4f); "
+                   "best %.4f and %.4f ms\n",
+                   r->ab_pairs, r->ab_ratio_median, r->ab_ratio_q1, r->ab_ratio_q3, r->ab_best0_s * 1e3,
+                   r->ab_best1_s * 1e3);
     }
     fflush(stdout);
 }
@@ -710,10 +765,16 @@ static void json_result(FILE *f, const result *r, const options *o, int threads)
             "\"kv_bytes\": %.0f, \"macs\": %.0f, \"reps\": %d, \"rotations\": %d, \"time_s\": %.9g, "
             "\"time_median_s\": %.9g, \"gbps\": %.4f, \"bw_fraction\": %.4f, \"bw_time_s\": %.9g, "
             "\"compute_time_s\": %.9g, \"roofline_s\": %.9g, \"roofline_fraction\": %.4f, "
-            "\"bound\": \"%s\", \"mac_instruction\": \"%s\"}",
+            "\"bound\": \"%s\", \"mac_instruction\": \"%s\"",
             (long long)r->pages_per_seq, (long long)r->pages_selected, (long long)r->tokens, r->kv_bytes,
             r->macs, r->reps, r->rotations, r->best_s, r->median_s, r->gbps, r->bw_fraction, r->bw_time_s,
             r->compute_time_s, r->roofline_s, r->roofline_fraction, r->bound, r->mac_instruction);
+    if (r->ab_pairs > 0)
+        fprintf(f,
+                ", \"ab\": {\"pairs\": %d, \"ratio_q1\": %.5f, \"ratio_median\": %.5f, \"ratio_q3\": %.5f, "
+                "\"best0_s\": %.9g, \"best1_s\": %.9g}",
+                r->ab_pairs, r->ab_ratio_q1, r->ab_ratio_median, r->ab_ratio_q3, r->ab_best0_s, r->ab_best1_s);
+    fputc('}', f);
 }
 
 /* ---- Command line --------------------------------------------------------------------------- */
@@ -738,6 +799,10 @@ static void usage(FILE *f) {
             "  --gap-us N           pause N us before each call, as the rest of a decode step would\n"
             "                       (the worker threads fall asleep between calls; default 0)\n"
             "  --bnsd               4-D paged cache (num_blocks, KVN, bs, D), layout BNSD\n"
+            "  --ab                 builds with -DIFA_EXPERIMENT=ON: alternate the library's\n"
+            "                       experiment switch call by call and print, per shape, the\n"
+            "                       quartiles of time(form 0) / time(form 1) over adjacent pairs\n"
+            "                       (default reps then: at least 200, until the budget is spent)\n"
             "  --max-cache-gib X    skip shapes whose KV pool exceeds X GiB (default 4)\n"
             "  --bw-mib N --bw-reps N   bandwidth probe size and repetitions (1024, 7)\n"
             "  --bandwidth-only     measure the machine only (bandwidth, peak rates) and exit\n"
@@ -836,7 +901,7 @@ int main(int argc, char **argv) {
     };
     filter f = {0};
     const char *grid = "default", *json_path = NULL, *isa = NULL;
-    int bandwidth_only = 0, do_fixed = 1;
+    int bandwidth_only = 0, do_fixed = 1, min_reps_given = 0, max_reps_given = 0;
     enum { MAX_SHAPES = 1024 };
     static shape shapes[MAX_SHAPES];
     int n_explicit = 0;
@@ -893,9 +958,11 @@ int main(int argc, char **argv) {
         } else if (strcmp(a, "--min-reps") == 0) {
             NEED_VALUE();
             bad = (o.min_reps = atoi(v)) < 1;
+            min_reps_given = 1;
         } else if (strcmp(a, "--max-reps") == 0) {
             NEED_VALUE();
             bad = (o.max_reps = atoi(v)) < 1;
+            max_reps_given = 1;
         } else if (strcmp(a, "--budget") == 0) {
             NEED_VALUE();
             bad = (o.budget_s = atof(v)) < 0;
@@ -909,6 +976,14 @@ int main(int argc, char **argv) {
             bad = o.gap_us < 0 || o.gap_us > 1000000;
         } else if (strcmp(a, "--bnsd") == 0) {
             o.bnsd = 1;
+        } else if (strcmp(a, "--ab") == 0) {
+#ifdef IFA_EXPERIMENT
+            o.ab = 1;
+#else
+            fprintf(stderr, "ifa_bench: --ab needs a build configured with -DIFA_EXPERIMENT=ON "
+                            "(docs/benchmarks.md, \"A/B in one process\")\n");
+            return 2;
+#endif
         } else if (strcmp(a, "--max-cache-gib") == 0) {
             NEED_VALUE();
             bad = (o.max_cache_bytes = atof(v) * 1073741824.0) <= 0;
@@ -938,6 +1013,9 @@ int main(int argc, char **argv) {
         }
 #undef NEED_VALUE
     }
+    /* --ab compares medians of many pairs: by default, calls until the budget is spent. */
+    if (o.ab && !max_reps_given) o.max_reps = 1000000;
+    if (o.ab && !min_reps_given) o.min_reps = 200;
     if (o.max_reps < o.min_reps) o.max_reps = o.min_reps;
 
     if (isa != NULL) {

@@ -18,6 +18,10 @@
 
 /* ---- Errors --------------------------------------------------------------------------------- */
 
+#ifdef IFA_EXPERIMENT
+int ifa__experiment; /* common.h */
+#endif
+
 static _Thread_local char last_error[512];
 
 ifa_status ifa__fail(ifa_status status, const char *fmt, ...) {
@@ -123,6 +127,9 @@ ifa_status ifa_incre_flash_attention_v5(const ifa_params *params, ifa_tensor *ou
     RETURN_ERROR_IF(out == NULL, IFA_ERR_NULL_POINTER, "out: is NULL");
     const ifa__kernel_table *kt;
     RETURN_IF_ERROR(ifa__select_kernels(&kt));
+#ifdef IFA_EXPERIMENT
+    kt = ifa__experiment_table(kt);
+#endif
     ifa__problem pb;
     RETURN_IF_ERROR(ifa__validate(params, out, &pb));
     return ifa__run(&pb, kt, ifa_get_num_threads());

@@ -13,6 +13,13 @@
 
 #include "ifa.h"
 
+#ifdef IFA_EXPERIMENT
+/* Builds configured with -DIFA_EXPERIMENT=ON only: 0 or 1, the form of some code under trial
+ * (`if (ifa__experiment) new form; else old form;`). ifa_bench --ab alternates it call by call and
+ * reports the two forms' times side by side (docs/benchmarks.md, "A/B in one process"). */
+extern int ifa__experiment;
+#endif
+
 #if defined(__GNUC__)
 #define IFA__PRINTF(fmt_index, first_arg) __attribute__((format(printf, fmt_index, first_arg)))
 #define IFA__LIKELY(x) __builtin_expect(!!(x), 1)

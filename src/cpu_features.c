@@ -66,6 +66,27 @@ static void detect_cpu(int *avx2, int *avx512) {
 #endif
 }
 
+#ifdef IFA_EXPERIMENT
+/* Experiment builds (CMakeLists.txt): the second copy of each ISA table, for ifa__experiment = 1. */
+#if defined(IFA_HAVE_AVX2_KERNELS)
+extern const ifa__kernel_table ifa__kernels_avx2_form1;
+#endif
+#if defined(IFA_HAVE_AVX512_KERNELS)
+extern const ifa__kernel_table ifa__kernels_avx512_form1;
+#endif
+
+const ifa__kernel_table *ifa__experiment_table(const ifa__kernel_table *kt) {
+    if (!ifa__experiment) return kt;
+#if defined(IFA_HAVE_AVX2_KERNELS)
+    if (kt == &ifa__kernels_avx2) return &ifa__kernels_avx2_form1;
+#endif
+#if defined(IFA_HAVE_AVX512_KERNELS)
+    if (kt == &ifa__kernels_avx512) return &ifa__kernels_avx512_form1;
+#endif
+    return kt;
+}
+#endif
+
 static void detect(void) {
     int avx2, avx512;
     detect_cpu(&avx2, &avx512);
