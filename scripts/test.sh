@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the package with its test extras and runs every test of the project:
 #   1. the C library with warnings as errors, and its C tests (ctest); an experiment build of
-#      ifa_bench (-DIFA_EXPERIMENT=ON) and one short --ab run;
+#      ifa_bench (-DIFA_EXPERIMENT_KERNELS=ON) and one short --ab run;
 #   2. the same C tests against an ASan+UBSan build;
 #   3. the fuzz corpus (tests/fuzz/corpus) replayed under ASan+UBSan, without libFuzzer;
 #   4. the threading test (tests/c/test_threads.c) under ThreadSanitizer;
@@ -37,7 +37,7 @@ cmake --build build/release -j"$JOBS"
 ctest --test-dir build/release --output-on-failure -j"$JOBS"
 
 step "Experiment build: ifa_bench --ab runs (docs/benchmarks.md, A/B in one process)"
-cmake -S . -B build/experiment -DCMAKE_BUILD_TYPE=Release -DIFA_WERROR=ON -DIFA_EXPERIMENT=ON \
+cmake -S . -B build/experiment -DCMAKE_BUILD_TYPE=Release -DIFA_WERROR=ON -DIFA_EXPERIMENT_KERNELS=ON \
       -DIFA_BUILD_TESTS=OFF >/dev/null
 cmake --build build/experiment -j"$JOBS" --target ifa_bench
 build/experiment/bench/ifa_bench --ab --no-fixed-cost --bw-mib 16 --bw-reps 1 --budget 0 \

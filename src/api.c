@@ -127,7 +127,7 @@ ifa_status ifa_incre_flash_attention_v5(const ifa_params *params, ifa_tensor *ou
     RETURN_ERROR_IF(out == NULL, IFA_ERR_NULL_POINTER, "out: is NULL");
     const ifa__kernel_table *kt;
     RETURN_IF_ERROR(ifa__select_kernels(&kt));
-#ifdef IFA_EXPERIMENT
+#ifdef IFA_EXPERIMENT_KERNELS
     kt = ifa__experiment_table(kt);
 #endif
     ifa__problem pb;

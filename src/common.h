@@ -16,7 +16,9 @@
 #ifdef IFA_EXPERIMENT
 /* Builds configured with -DIFA_EXPERIMENT=ON only: 0 or 1, the form of some code under trial
  * (`if (ifa__experiment) new form; else old form;`). ifa_bench --ab alternates it call by call and
- * reports the two forms' times side by side (docs/benchmarks.md, "A/B in one process"). */
+ * reports the two forms' times side by side (docs/benchmarks.md, "A/B in one process"). With
+ * -DIFA_EXPERIMENT_KERNELS=ON, form 1 also runs a second copy of the kernels, compiled with
+ * IFA_EXPERIMENT_FORM defined, for trials of kernel code. */
 extern int ifa__experiment;
 #endif
 

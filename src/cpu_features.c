@@ -66,8 +66,8 @@ static void detect_cpu(int *avx2, int *avx512) {
 #endif
 }
 
-#ifdef IFA_EXPERIMENT
-/* Experiment builds (CMakeLists.txt): the second copy of each ISA table, for ifa__experiment = 1. */
+#ifdef IFA_EXPERIMENT_KERNELS
+/* Kernel experiment builds (CMakeLists.txt): the second copy of each ISA table, for ifa__experiment = 1. */
 #if defined(IFA_HAVE_AVX2_KERNELS)
 extern const ifa__kernel_table ifa__kernels_avx2_form1;
 #endif
