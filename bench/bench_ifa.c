@@ -773,7 +773,8 @@ static void json_result(FILE *f, const result *r, const options *o, int threads)
         fprintf(f,
                 ", \"ab\": {\"pairs\": %d, \"ratio_q1\": %.5f, \"ratio_median\": %.5f, \"ratio_q3\": %.5f, "
                 "\"best0_s\": %.9g, \"best1_s\": %.9g}",
-                r->ab_pairs, r->ab_ratio_q1, r->ab_ratio_median, r->ab_ratio_q3, r->ab_best0_s, r->ab_best1_s);
+                r->ab_pairs, r->ab_ratio_q1, r->ab_ratio_median, r->ab_ratio_q3, r->ab_best0_s,
+                r->ab_best1_s);
     fputc('}', f);
 }
 

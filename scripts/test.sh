@@ -41,7 +41,9 @@ cmake -S . -B build/experiment -DCMAKE_BUILD_TYPE=Release -DIFA_WERROR=ON -DIFA_
       -DIFA_BUILD_TESTS=OFF >/dev/null
 cmake --build build/experiment -j"$JOBS" --target ifa_bench
 build/experiment/bench/ifa_bench --ab --no-fixed-cost --bw-mib 16 --bw-reps 1 --budget 0 \
-    --min-reps 20 --max-reps 20 --shape llama3-8b:1:512:128:fp16:dense | tee /dev/stderr | grep -q "ab: "
+    --min-reps 20 --max-reps 20 --shape llama3-8b:1:512:128:fp16:dense > build/experiment/ab.txt
+cat build/experiment/ab.txt
+grep "ab: " build/experiment/ab.txt > /dev/null
 
 step "C tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIFA_WERROR=ON \
