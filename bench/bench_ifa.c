@@ -541,18 +541,17 @@ static result run_shape(const shape *s, const options *o, const machine *mc) {
             snprintf(r.error, sizeof r.error, "out of memory");
             goto done;
         }
-        int pairs = 0;
         r.ab_best0_s = r.ab_best1_s = 1e30;
         for (int i = 0; i < reps; i++) {
             double *best = form[i] ? &r.ab_best1_s : &r.ab_best0_s;
             if (times[i] < *best) *best = times[i];
-            if (i + 1 < reps && form[i] != form[i + 1]) {
-                ratio[pairs++] = form[i] ? times[i + 1] / times[i] : times[i] / times[i + 1];
-                i++;
-                best = form[i] ? &r.ab_best1_s : &r.ab_best0_s;
-                if (times[i] < *best) *best = times[i];
-            }
         }
+        int pairs = 0;
+        for (int i = 0; i + 1 < reps; i++)
+            if (form[i] != form[i + 1]) {
+                ratio[pairs++] = form[i] ? times[i + 1] / times[i] : times[i] / times[i + 1];
+                i++; /* each call in one pair only */
+            }
         qsort(ratio, (size_t)pairs, sizeof *ratio, compare_doubles);
         r.ab_pairs = pairs;
         if (pairs > 0) {

@@ -4,6 +4,8 @@ Every case is built from its seed by cases.random_case, so a failure id such as
 ``test_forms[BNSD-pagedpos4-bfloat16-1]`` is reproduced exactly by rerunning that id.
 """
 
+import os
+
 import pytest
 
 from cases import (ANTIQUANT_KINDS, FORMS, FORMS_FOR, LAYOUTS, MASK_DTYPES, MASK_SHAPES,
@@ -152,7 +154,6 @@ def test_long_sweep():
     every option from the seed, every third case on int8 KV and every fifth with sequences of up
     to 1500 tokens. A short run in CI; for a long one, e.g. IFA_SWEEP_CASES=30000
     IFA_SWEEP_SEED=3000000 (docs/reliability.md). Every failure is listed with its seed."""
-    import os
     count = int(os.environ.get("IFA_SWEEP_CASES", "40"))
     first = int(os.environ.get("IFA_SWEEP_SEED", "2000000"))
     failures = []
