@@ -517,9 +517,12 @@ static result run_shape(const shape *s, const options *o, const machine *mc) {
             nanosleep(&gap, NULL);
         }
 #ifdef IFA_EXPERIMENT
-        /* --ab: the forms alternate call by call, and their order shifts by one at every turn of
-         * the rotation, so that every copy of the cache serves both forms. */
-        const int f = o->ab ? (int)((rep + 1 + (rep + 1) / n_rot) & 1) : 0;
+        /* --ab: the forms alternate call by call. With an even number of copies of the cache their
+         * order shifts by one at every turn of the rotation, so that every copy serves both forms;
+         * an odd number (one copy with --warm) needs no shift, and with one the shift made every
+         * call form 0. */
+        const int64_t call = rep + 1;
+        const int f = o->ab ? (int)((n_rot % 2 == 0 ? call + call / n_rot : call) & 1) : 0;
         ifa__experiment = f;
         if (o->ab && rep >= 0) form[reps] = (unsigned char)f;
 #endif
