@@ -123,3 +123,31 @@ def test_ragged_batch_split(restore_threads, form, lens):
     assert_matches(case, two)
     restore_threads.set_num_threads(1)
     assert_matches(case, op()(**case.kwargs("torch")))
+
+
+MANY_THREADS_SPECS = [
+    # B = 1, 8 heads side by side: the tokens cut in up to 16 chunks (plan.c), merged per head
+    dict(layout="BSH", form="paged3", qdtype="float16", B=1, KVN=8, G=4, D=32, bs=16, lens=[4500]),
+    dict(layout="BSND", form="paged3", qdtype="bfloat16", kvdtype="int8", antiquant="ch_nd", B=1,
+         KVN=8, G=4, D=32, bs=16, lens=[3100], inner_precise=1),
+    # full quantisation may not split the tokens: the heads go to their own tiles instead
+    dict(layout="BSH", form="paged3", qdtype="int8", B=1, KVN=8, G=2, D=32, bs=16, lens=[2500]),
+    # per-head pages (sparse), two sequences
+    dict(layout="BSH", form="pagedpos3", qdtype="float16", B=2, KVN=4, G=2, D=32, bs=16,
+         lens=[3000, 1900]),
+    # a ragged batch: one long sequence beside short ones
+    dict(layout="BSH", form="paged3", qdtype="float16", B=4, KVN=2, G=2, D=32, bs=16,
+         lens=[2600, 17, 0, 600], pse="B", mask="(B,S)"),
+    dict(layout="BNSD", form="contig", qdtype="float32", B=3, KVN=2, G=3, D=40, lens=[1700, 1200, 5]),
+]
+
+
+@pytest.mark.parametrize("nthreads", [3, 4, 8, 16])
+@pytest.mark.parametrize("spec", range(len(MANY_THREADS_SPECS)))
+def test_many_threads(restore_threads, nthreads, spec):
+    """More threads than this machine's cores, as on a larger host: the plans that cut the tokens
+    in many chunks (and merge them), give the heads their own tiles, or split a ragged batch,
+    against the golden."""
+    case = random_case(162000 + spec, **MANY_THREADS_SPECS[spec])
+    restore_threads.set_num_threads(nthreads)
+    assert_matches(case, op()(**case.kwargs("torch")))
