@@ -613,16 +613,17 @@ static void window_prefetch(const rows_unit *ahead, int64_t nh, int64_t i, int s
  * Llama-3-8B B=1 L=512 1.12x, L=1K 1.07x, B=16 L=512 1.07x, Llama-3-70B B=4 L=4K 1.02x; 16-bit
  * KV and the (blocks, KVN, bs, D) cache 0.997-1.007. Every window so (the next head's rows
  * brought from the L2 besides the window ahead from DRAM) read 0.81-0.88x. */
-static void lead_in_prefetch(const rows_unit *base, const rows_unit *ahead, int64_t nh, int64_t i, int side_by_side,
-                             int64_t row_bytes, const void **pk, const void **pv, ifa__prefetch_list *lk,
-                             ifa__prefetch_list *lv) {
+static void lead_in_prefetch(const rows_unit *base, const rows_unit *ahead, int64_t nh, int64_t i,
+                             int side_by_side, int64_t row_bytes, const void **pk, const void **pv,
+                             ifa__prefetch_list *lk, ifa__prefetch_list *lv) {
     *lk = *lv = IFA__NO_PREFETCH;
     if (base->k_d != 1 || base->v_d != 1) return;
     int64_t n = prefetch_list(base->k, base->k_head, 0, base->n, i + 1, i + 2, pk);
     prefetch_list(base->v, base->v_head, 0, base->n, i + 1, i + 2, pv);
     if (ahead != NULL && ahead->k_d == 1 && ahead->v_d == 1 && ahead->n > 0) {
         /* window_prefetch's share as rows: token-major over the nh heads, or head i's rows. */
-        const int64_t r0 = side_by_side ? i * ahead->n / nh : 0, r1 = side_by_side ? (i + 1) * ahead->n / nh : ahead->n;
+        const int64_t r0 = side_by_side ? i * ahead->n / nh : 0;
+        const int64_t r1 = side_by_side ? (i + 1) * ahead->n / nh : ahead->n;
         const int64_t j0 = side_by_side ? 0 : i, j1 = side_by_side ? nh : i + 1;
         prefetch_list(ahead->v, ahead->v_head, r0, r1, j0, j1, pv + n);
         n += prefetch_list(ahead->k, ahead->k_head, r0, r1, j0, j1, pk + n);

@@ -84,7 +84,8 @@ int main(void) {
                 }
                 long offset = 0;
                 const uint64_t t0 = ticks();
-                for (int i = 0; i < lines; i++) offset = *(volatile const char *)(p + i * LINE_STRIDE + offset);
+                for (int i = 0; i < lines; i++)
+                    offset = *(volatile const char *)(p + i * LINE_STRIDE + offset);
                 total += ticks() - t0;
             }
             printf("  %7.1f", (double)total / ROUNDS / lines);
