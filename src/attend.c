@@ -620,14 +620,11 @@ static void lead_in_prefetch(const rows_unit *base, const rows_unit *ahead, int6
     if (base->k_d != 1 || base->v_d != 1) return;
     int64_t n = prefetch_list(base->k, base->k_head, 0, base->n, i + 1, i + 2, pk);
     prefetch_list(base->v, base->v_head, 0, base->n, i + 1, i + 2, pv);
-    if (ahead != NULL && ahead->k_d == 1 && ahead->v_d == 1 && ahead->n > 0) {
-        /* window_prefetch's share as rows: token-major over the nh heads, or head i's rows. */
-        const int64_t r0 = side_by_side ? i * ahead->n / nh : 0;
-        const int64_t r1 = side_by_side ? (i + 1) * ahead->n / nh : ahead->n;
-        const int64_t j0 = side_by_side ? 0 : i, j1 = side_by_side ? nh : i + 1;
-        prefetch_list(ahead->v, ahead->v_head, r0, r1, j0, j1, pv + n);
-        n += prefetch_list(ahead->k, ahead->k_head, r0, r1, j0, j1, pk + n);
-    }
+    /* The share, listed after them one stretch per row (no token stretches: one list has one
+     * stretch length). */
+    ifa__prefetch_list share_k, share_v;
+    window_prefetch(ahead, nh, i, side_by_side, 0, row_bytes, pk + n, pv + n, &share_k, &share_v);
+    n += share_k.n;
     *lk = (ifa__prefetch_list){pk, n, row_bytes};
     *lv = (ifa__prefetch_list){pv, n, row_bytes};
 }
