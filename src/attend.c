@@ -228,8 +228,7 @@ static void prepare_query(const ifa__problem *pb, const ifa__kernel_table *kt, i
         if (per_channel)
             for (int64_t d = 0; d < D; d++) qg[d] *= ks[d];
         if (has_offset) b_acc = sum_products(qg, ko, D);
-        if (fold != 1.0f)
-            for (int64_t d = 0; d < D; d++) qg[d] *= fold;
+        if (fold != 1.0f) kt->mul_row(qg, fold, D, qg);
         bias[g] = (float)(b_acc * fold);
         qsum[g] = (float)sum;
     }
@@ -414,12 +413,16 @@ static void softmax_update(const ifa__problem *pb, const ifa__kernel_table *kt, 
     kt->softmax(s, ld, G, n, m, l, alpha);
     float *seen = ifa__state_seen(state, G);
     for (int64_t g = 0; g < G; g++) {
-        seen[g] = 1.0f;
-        if (alpha[g] != 1.0f) {
+        /* A head's first chunk finds voff and acc as ifa__state_init left them, zeros, and gets
+         * alpha = 0 (its m was -inf; full quantisation's first pass may have set m, and then alpha
+         * is whatever it is): zeros times zero are zeros, so that rescale is skipped, the same
+         * bits. A 16-token call is one chunk per head, and the rescale took 4% of it. */
+        if (alpha[g] != 1.0f && !(alpha[g] == 0.0f && seen[g] == 0.0f)) {
             voff[g] *= alpha[g];
             float *acc = ifa__state_acc(state, G) + g * D;
-            for (int64_t d = 0; d < D; d++) acc[d] *= alpha[g];
+            kt->mul_row(acc, alpha[g], D, acc);
         }
+        seen[g] = 1.0f;
         float *sg = s + g * ld;
         if (pb->full_quant) {
             quantise_weights_int8(sg, n, pb->quant_scale1);
@@ -878,7 +881,7 @@ void ifa__write_output(const ifa__problem *pb, const ifa__kernel_table *kt, int6
         const float l = state[G + g], voff = state[2 * G + g], seen = state[3 * G + g];
         const float *acc = state + 4 * G + g * D;
         if (l > 0.0f || l != l) {
-            for (int64_t d = 0; d < D; d++) o[d] = acc[d] / l;
+            kt->div_row(acc, l, D, o);
             if (pb->full_quant)
                 for (int64_t d = 0; d < D; d++) o[d] *= pb->dequant_scale2;
             else if (pb->aq == IFA__AQ_PER_CHANNEL)

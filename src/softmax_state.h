@@ -47,16 +47,6 @@ static inline void ifa__state_init(float *st, int64_t G, int64_t D) {
     for (int64_t i = 0; i < G * D; i++) acc[i] = 0.0f;
 }
 
-/* Scales head g's l, voff and acc by alpha (alpha == 1 is skipped: the common case once the
- * maximum has settled). */
-static inline void ifa__state_rescale(float *st, int64_t G, int64_t D, int64_t g, float alpha) {
-    if (alpha == 1.0f) return;
-    st[G + g] *= alpha;
-    st[2 * G + g] *= alpha;
-    float *acc = ifa__state_acc(st, G) + g * D;
-    for (int64_t d = 0; d < D; d++) acc[d] *= alpha;
-}
-
 /* dst <- merge(dst, src). A state whose scores were all -inf (or that had no token) has l == 0
  * and m == -inf and adds only its seen flag. */
 static inline void ifa__state_merge(float *dst, const float *src, int64_t G, int64_t D) {

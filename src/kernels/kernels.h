@@ -126,6 +126,13 @@ typedef void (*ifa__softmax_fn)(float *s, int64_t ld, int64_t G, int64_t n, floa
 typedef void (*ifa__f16_to_f32_fn)(const void *src, int64_t n, float *dst);
 typedef void (*ifa__f32_to_f16_fn)(const float *src, int64_t n, void *dst);
 
+/* dst[i] = src[i] * f (mul_row) or src[i] / f (div_row) for n floats; dst may be src. One IEEE
+ * single-precision operation per element, so every table gives the same bits. They serve the
+ * per-head work of attend.c around the kernels (the query's scale, the accumulators' rescale, the
+ * output's division by l), which the baseline build does four floats at a time: the division
+ * alone took a tenth of a 16-token call (docs/kernels.md). */
+typedef void (*ifa__row_scale_fn)(const float *src, float f, int64_t n, float *dst);
+
 typedef struct ifa__kernel_table {
     const char *isa; /* "ref", "avx2", "avx512" */
     ifa__qk_fn qk[IFA__KV_KIND_COUNT];
@@ -137,6 +144,7 @@ typedef struct ifa__kernel_table {
     ifa__softmax_fn softmax;
     ifa__f16_to_f32_fn f16_to_f32;
     ifa__f32_to_f16_fn f32_to_f16;
+    ifa__row_scale_fn mul_row, div_row;
     int needs_unit_d_stride; /* 1: use the reference kernels when d_stride != 1 */
     /* Which short calls whose heads sit side by side split their tokens between threads rather
      * than their heads (attend.c, ifa__split_tokens_early), as measured on the hosts of each ISA:

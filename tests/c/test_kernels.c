@@ -607,6 +607,69 @@ static void test_exp_range(void)
     }
 }
 
+/* Whether a and b are the same float: the same bits, or both NaN (whose payload the vector and
+ * scalar forms may not keep alike). */
+static int same_float(float a, float b)
+{
+    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
+    uint32_t x, y;
+    memcpy(&x, &a, sizeof x);
+    memcpy(&y, &b, sizeof y);
+    return x == y;
+}
+
+/* mul_row and div_row of every table, the reference's included, against x * f and x / f done
+ * here one float at a time: bit for bit (kernels.h promises one IEEE operation per element), at
+ * lengths around the vector widths, in place and not, on rows of exactly n floats (a sanitized
+ * build catches a read past them) followed by a sentinel that must stay untouched. The rows mix
+ * ordinary values with the specials (signed zeros, subnormals, infinities, NaN, the largest
+ * float) and the factors include 0, a subnormal, infinity and NaN. */
+static void test_row_scale(void)
+{
+    const ifa__kernel_table *tables[3] = { &ifa__kernels_ref };
+    const int count = 1 + isa_tables(tables + 1, 0);
+    static const float specials[] = { 0.0f, -0.0f, 1e-40f, -1e-45f, INFINITY, -INFINITY, NAN, 3.4028235e38f, -1.5f, 1e-30f };
+    static const float factors[] = { 0.7f, -3.0f, 1.0f, 0.0f, -0.0f, 1e-40f, 3e38f, INFINITY, NAN, 1e-3f };
+    static const int64_t lengths[] = { 0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 128, 129 };
+    rng r = rng_seed(211u);
+    int64_t cases = 0;
+    for (int ti = 0; ti < count; ti++)
+        for (int64_t li = 0; li < NELEMS(lengths); li++)
+            for (int64_t fi = 0; fi < NELEMS(factors); fi++)
+                for (int op = 0; op < 2; op++)
+                    for (int in_place = 0; in_place < 2; in_place++, cases++) {
+                        const int64_t n = lengths[li];
+                        const float f = factors[fi];
+                        float *src = malloc((size_t)(n > 0 ? n : 1) * sizeof *src);
+                        float *dst = malloc((size_t)(n + 1) * sizeof *dst);
+                        float *want = malloc((size_t)(n > 0 ? n : 1) * sizeof *want);
+                        for (int64_t i = 0; i < n; i++)
+                            src[i] = i % 5 == 4 ? specials[(i / 5 + fi) % NELEMS(specials)] : (float)rng_uniform(&r, -4.0, 4.0);
+                        for (int64_t i = 0; i < n; i++) want[i] = op ? src[i] / f : src[i] * f;
+                        const float sentinel = -12345.0f;
+                        dst[n] = sentinel;
+                        float *out = dst;
+                        if (in_place) {
+                            memcpy(dst, src, (size_t)n * sizeof *dst);
+                            (op ? tables[ti]->div_row : tables[ti]->mul_row)(dst, f, n, dst);
+                        } else {
+                            (op ? tables[ti]->div_row : tables[ti]->mul_row)(src, f, n, out);
+                        }
+                        int64_t bad = -1;
+                        for (int64_t i = 0; i < n && bad < 0; i++)
+                            if (!same_float(out[i], want[i])) bad = i;
+                        CHECK_MSG(bad < 0, "%s %s_row n %lld f %g%s: element %lld is %.9g, want %.9g", tables[ti]->isa,
+                                  op ? "div" : "mul", (long long)n, (double)f, in_place ? " in place" : "", (long long)bad,
+                                  bad >= 0 ? (double)out[bad] : 0.0, bad >= 0 ? (double)want[bad] : 0.0);
+                        CHECK_MSG(dst[n] == sentinel, "%s %s_row n %lld: wrote past the row", tables[ti]->isa,
+                                  op ? "div" : "mul", (long long)n);
+                        free(src);
+                        free(dst);
+                        free(want);
+                    }
+    tst_note("%lld rows over %d tables", (long long)cases, count);
+}
+
 /* The first byte of rows[0..n) (row_bytes each) that is in none of lines[0..count), its row in
  * *row; -1 when every byte is in one of them. */
 static int64_t first_unlisted_byte(const void *const *rows, int64_t n, int64_t row_bytes, const uintptr_t *lines,
@@ -686,6 +749,7 @@ int main(int argc, char **argv)
         TST_CASE(test_softmax),
         TST_CASE(test_exp_range),
         TST_CASE(test_prefetch_stream),
+        TST_CASE(test_row_scale),
     };
     return tst_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

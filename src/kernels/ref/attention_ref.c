@@ -150,6 +150,14 @@ static void f32_to_f16_ref(const float *src, int64_t n, void *dst) {
     }
 }
 
+static void mul_row_ref(const float *src, float f, int64_t n, float *dst) {
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i] * f;
+}
+
+static void div_row_ref(const float *src, float f, int64_t n, float *dst) {
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i] / f;
+}
+
 const ifa__kernel_table ifa__kernels_ref = {
     .isa = "ref",
     .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
@@ -161,6 +169,8 @@ const ifa__kernel_table ifa__kernels_ref = {
     .softmax = softmax_ref,
     .f16_to_f32 = f16_to_f32_ref,
     .f32_to_f16 = f32_to_f16_ref,
+    .mul_row = mul_row_ref,
+    .div_row = div_row_ref,
     .needs_unit_d_stride = 0,
     .split_tokens_wide = 0,
 };

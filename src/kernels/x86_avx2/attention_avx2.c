@@ -834,6 +834,22 @@ static void f32_to_f16_avx2(const float *src, int64_t n, void *dst) {
     }
 }
 
+/* ---- Rows of float32 scaled (kernels.h) ------------------------------------------------------ */
+
+static void mul_row_avx2(const float *src, float f, int64_t n, float *dst) {
+    const __m256 vf = _mm256_set1_ps(f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_mul_ps(_mm256_loadu_ps(src + i), vf));
+    for (; i < n; i++) dst[i] = src[i] * f;
+}
+
+static void div_row_avx2(const float *src, float f, int64_t n, float *dst) {
+    const __m256 vf = _mm256_set1_ps(f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_div_ps(_mm256_loadu_ps(src + i), vf));
+    for (; i < n; i++) dst[i] = src[i] / f;
+}
+
 const ifa__kernel_table ifa__kernels_avx2 = {
     .isa = "avx2",
     .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
@@ -843,6 +859,8 @@ const ifa__kernel_table ifa__kernels_avx2 = {
     .softmax = softmax_avx2,
     .f16_to_f32 = f16_to_f32_avx2,
     .f32_to_f16 = f32_to_f16_avx2,
+    .mul_row = mul_row_avx2,
+    .div_row = div_row_avx2,
     .needs_unit_d_stride = 1,
     .split_tokens_wide = 1, /* Zen 3: docs/benchmarks.md, eighteenth session */
 };

@@ -809,6 +809,25 @@ static void f32_to_f16_avx512(const float *src, int64_t n, void *dst) {
     }
 }
 
+/* ---- Rows of float32 scaled (kernels.h) ------------------------------------------------------ */
+
+static void mul_row_avx512(const float *src, float f, int64_t n, float *dst) {
+    const __m512 vf = _mm512_set1_ps(f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
+        _mm512_mask_storeu_ps(dst + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, src + i), vf));
+    }
+}
+
+/* Lanes masked off are neither divided (no exception flag) nor stored. */
+static void div_row_avx512(const float *src, float f, int64_t n, float *dst) {
+    const __m512 vf = _mm512_set1_ps(f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
+        _mm512_mask_storeu_ps(dst + i, k, _mm512_maskz_div_ps(k, _mm512_maskz_loadu_ps(k, src + i), vf));
+    }
+}
+
 const ifa__kernel_table ifa__kernels_avx512 = {
     .isa = "avx512",
     .qk = {[IFA__KV_F16] = qk_f16, [IFA__KV_BF16] = qk_bf16, [IFA__KV_F32] = qk_f32, [IFA__KV_I8] = qk_i8},
@@ -820,6 +839,8 @@ const ifa__kernel_table ifa__kernels_avx512 = {
     .softmax = softmax_avx512,
     .f16_to_f32 = f16_to_f32_avx512,
     .f32_to_f16 = f32_to_f16_avx512,
+    .mul_row = mul_row_avx512,
+    .div_row = div_row_avx512,
     .needs_unit_d_stride = 1,
     .split_tokens_wide = 0,
 };
