@@ -618,17 +618,50 @@ static int same_float(float a, float b)
     return x == y;
 }
 
+/* One case of test_row_scale: table t's div_row (op 1) or mul_row (op 0) of n floats by f, in
+ * place or not, against the same operation done here one float at a time. */
+static void check_row_scale(const ifa__kernel_table *t, int op, int in_place, int64_t n, float f,
+                            int64_t shift, rng *r)
+{
+    static const float specials[] = { 0.0f,      -0.0f, 1e-40f,        -1e-45f, INFINITY,
+                                      -INFINITY, NAN,   3.4028235e38f, -1.5f,   1e-30f };
+    const ifa__row_scale_fn fn = op ? t->div_row : t->mul_row;
+    const size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
+    float *src = malloc(bytes), *want = malloc(bytes), *dst = malloc(bytes + sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        src[i] = i % 5 == 4 ? specials[(i / 5 + shift) % NELEMS(specials)] : (float)rng_uniform(r, -4.0, 4.0);
+    for (int64_t i = 0; i < n; i++) want[i] = op ? src[i] / f : src[i] * f;
+    const float sentinel = -12345.0f;
+    dst[n] = sentinel;
+    if (in_place) {
+        memcpy(dst, src, (size_t)n * sizeof *dst);
+        fn(dst, f, n, dst);
+    } else {
+        fn(src, f, n, dst);
+    }
+    int64_t bad = -1;
+    for (int64_t i = 0; i < n && bad < 0; i++)
+        if (!same_float(dst[i], want[i])) bad = i;
+    const char *name = op ? "div_row" : "mul_row", *how = in_place ? " in place" : "";
+    const double got_bad = bad >= 0 ? (double)dst[bad] : 0.0, want_bad = bad >= 0 ? (double)want[bad] : 0.0;
+    CHECK_MSG(bad < 0, "%s %s n %lld f %g%s: element %lld is %.9g, want %.9g", t->isa, name, (long long)n,
+              (double)f, how, (long long)bad, got_bad, want_bad);
+    CHECK_MSG(dst[n] == sentinel, "%s %s n %lld%s: wrote past the row", t->isa, name, (long long)n, how);
+    free(src);
+    free(want);
+    free(dst);
+}
+
 /* mul_row and div_row of every table, the reference's included, against x * f and x / f done
  * here one float at a time: bit for bit (kernels.h promises one IEEE operation per element), at
- * lengths around the vector widths, in place and not, on rows of exactly n floats (a sanitized
- * build catches a read past them) followed by a sentinel that must stay untouched. The rows mix
- * ordinary values with the specials (signed zeros, subnormals, infinities, NaN, the largest
- * float) and the factors include 0, a subnormal, infinity and NaN. */
+ * lengths around the vector widths, in place and not. Out of place the source is exactly n floats
+ * (a sanitized build catches a read past it); a sentinel after the destination must stay
+ * untouched. The rows mix ordinary values with the specials (signed zeros, subnormals,
+ * infinities, NaN, the largest float) and the factors include 0, a subnormal, infinity and NaN. */
 static void test_row_scale(void)
 {
     const ifa__kernel_table *tables[3] = { &ifa__kernels_ref };
     const int count = 1 + isa_tables(tables + 1, 0);
-    static const float specials[] = { 0.0f, -0.0f, 1e-40f, -1e-45f, INFINITY, -INFINITY, NAN, 3.4028235e38f, -1.5f, 1e-30f };
     static const float factors[] = { 0.7f, -3.0f, 1.0f, 0.0f, -0.0f, 1e-40f, 3e38f, INFINITY, NAN, 1e-3f };
     static const int64_t lengths[] = { 0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 128, 129 };
     rng r = rng_seed(211u);
@@ -637,36 +670,8 @@ static void test_row_scale(void)
         for (int64_t li = 0; li < NELEMS(lengths); li++)
             for (int64_t fi = 0; fi < NELEMS(factors); fi++)
                 for (int op = 0; op < 2; op++)
-                    for (int in_place = 0; in_place < 2; in_place++, cases++) {
-                        const int64_t n = lengths[li];
-                        const float f = factors[fi];
-                        float *src = malloc((size_t)(n > 0 ? n : 1) * sizeof *src);
-                        float *dst = malloc((size_t)(n + 1) * sizeof *dst);
-                        float *want = malloc((size_t)(n > 0 ? n : 1) * sizeof *want);
-                        for (int64_t i = 0; i < n; i++)
-                            src[i] = i % 5 == 4 ? specials[(i / 5 + fi) % NELEMS(specials)] : (float)rng_uniform(&r, -4.0, 4.0);
-                        for (int64_t i = 0; i < n; i++) want[i] = op ? src[i] / f : src[i] * f;
-                        const float sentinel = -12345.0f;
-                        dst[n] = sentinel;
-                        float *out = dst;
-                        if (in_place) {
-                            memcpy(dst, src, (size_t)n * sizeof *dst);
-                            (op ? tables[ti]->div_row : tables[ti]->mul_row)(dst, f, n, dst);
-                        } else {
-                            (op ? tables[ti]->div_row : tables[ti]->mul_row)(src, f, n, out);
-                        }
-                        int64_t bad = -1;
-                        for (int64_t i = 0; i < n && bad < 0; i++)
-                            if (!same_float(out[i], want[i])) bad = i;
-                        CHECK_MSG(bad < 0, "%s %s_row n %lld f %g%s: element %lld is %.9g, want %.9g", tables[ti]->isa,
-                                  op ? "div" : "mul", (long long)n, (double)f, in_place ? " in place" : "", (long long)bad,
-                                  bad >= 0 ? (double)out[bad] : 0.0, bad >= 0 ? (double)want[bad] : 0.0);
-                        CHECK_MSG(dst[n] == sentinel, "%s %s_row n %lld: wrote past the row", tables[ti]->isa,
-                                  op ? "div" : "mul", (long long)n);
-                        free(src);
-                        free(dst);
-                        free(want);
-                    }
+                    for (int in_place = 0; in_place < 2; in_place++, cases++)
+                        check_row_scale(tables[ti], op, in_place, lengths[li], factors[fi], fi, &r);
     tst_note("%lld rows over %d tables", (long long)cases, count);
 }
 
