@@ -881,13 +881,15 @@ void ifa__write_output(const ifa__problem *pb, const ifa__kernel_table *kt, int6
         const float l = state[G + g], voff = state[2 * G + g], seen = state[3 * G + g];
         const float *acc = state + 4 * G + g * D;
         if (l > 0.0f || l != l) {
-            kt->div_row(acc, l, D, o);
-            if (pb->full_quant)
-                for (int64_t d = 0; d < D; d++) o[d] *= pb->dequant_scale2;
-            else if (pb->aq == IFA__AQ_PER_CHANNEL)
-                for (int64_t d = 0; d < D; d++) o[d] = sc[d] * (o[d] + off[d]);
-            else if (pb->aq == IFA__AQ_PER_TOKEN)
+            if (!pb->full_quant && pb->aq == IFA__AQ_PER_TOKEN) {
                 for (int64_t d = 0; d < D; d++) o[d] = (acc[d] + voff) / l;
+            } else {
+                kt->div_row(acc, l, D, o);
+                if (pb->full_quant)
+                    kt->mul_row(o, pb->dequant_scale2, D, o);
+                else if (pb->aq == IFA__AQ_PER_CHANNEL)
+                    for (int64_t d = 0; d < D; d++) o[d] = sc[d] * (o[d] + off[d]);
+            }
         } else if (seen != 0.0f) {
             /* Tokens, but every score -inf: exp(-inf - -inf) in SPEC.md 5's formula. */
             for (int64_t d = 0; d < D; d++) o[d] = NAN;
