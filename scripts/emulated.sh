@@ -6,8 +6,15 @@
 #      outside its own kernel file would stop the program with SIGILL.
 #   2. arm64: a cross build with warnings as errors (the portable C and the reference kernels;
 #      no x86 file is compiled) and its ctest run.
-# Tools (Debian): qemu-user for both parts; gcc-aarch64-linux-gnu and libc6-dev-arm64-cross
-# for the second. A part whose tools are missing is skipped with a message.
+#   3. On an x86-64 CPU with AVX2 but without AVX-512 (where the AVX-512 kernels are built but
+#      never run): the AVX-512 kernel file compiled against SIMDe instead of the AVX-512
+#      instructions (CMake IFA_EMULATE_AVX512, tests/emulated/avx512_simde.h), then the C tests
+#      and the Python suite with that table chosen as avx512. Not QEMU: its user mode has no
+#      AVX-512. One generic copy of each kernel (IFA_KERNELS_ONE_COPY), as the sanitizer builds,
+#      which keeps the two builds near a minute each.
+# Tools (Debian): qemu-user for parts 1 and 2; gcc-aarch64-linux-gnu and libc6-dev-arm64-cross
+# for the second; libsimde-dev for the third. A part whose tools are missing is skipped with a
+# message.
 # Usage: bash scripts/emulated.sh [--install-tools]   (after the release build of
 #   scripts/test.sh, build/release). --install-tools first installs the missing tools with
 #   apt-get where it runs as root (scripts/test.sh passes it); a failed install only skips
@@ -22,6 +29,7 @@ install_tools() {
   command -v qemu-x86_64 >/dev/null 2>&1 || need+=(qemu-user)
   command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu)
   [ -d /usr/aarch64-linux-gnu/lib ] || need+=(libc6-dev-arm64-cross)
+  [ -f /usr/include/simde/x86/avx512.h ] || need+=(libsimde-dev)
   [ ${#need[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "not installing ${need[*]}: that needs root and apt-get"
@@ -72,4 +80,38 @@ else
         -DCMAKE_BUILD_TYPE=Release -DIFA_WERROR=ON >/dev/null
   cmake --build build/arm64 -j"$JOBS"
   ctest --test-dir build/arm64 --output-on-failure -j"$JOBS"
+fi
+
+cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+has_flag() { case " ${cpu_flags#*:} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if [ "$(uname -m)" != x86_64 ] || ! has_flag avx2 || ! has_flag fma || ! has_flag f16c; then
+  echo "AVX-512 through SIMDe: skipped (needs an x86-64 CPU with AVX2, FMA and F16C)"
+elif has_flag avx512f; then
+  echo "AVX-512 through SIMDe: skipped (this CPU runs the AVX-512 kernels themselves)"
+elif [ ! -f /usr/include/simde/x86/avx512.h ]; then
+  echo "AVX-512 through SIMDe: skipped (no SIMDe headers; Debian package libsimde-dev)"
+else
+  cmake -S . -B build/emulated-avx512 -DCMAKE_BUILD_TYPE=Release -DIFA_WERROR=ON -DIFA_EMULATE_AVX512=ON \
+        -DCMAKE_C_FLAGS=-DIFA_KERNELS_ONE_COPY=1 >/dev/null
+  cmake --build build/emulated-avx512 -j"$JOBS"
+  line=$(IFA_ISA_VERBOSE=1 build/emulated-avx512/tests/c/test_api 2>&1 >/dev/null | grep '^ifa:' || true)
+  case "$line" in
+  *"chosen: avx512") echo "AVX-512 through SIMDe: $line" ;;
+  *) echo "AVX-512 through SIMDe: expected the avx512 kernels to be chosen, got: $line" >&2; exit 1 ;;
+  esac
+  ctest --test-dir build/emulated-avx512 --output-on-failure -j"$JOBS"
+  PYTHON=${PYTHON:-python3}
+  if "$PYTHON" -c "import numpy, pytest" >/dev/null 2>&1; then
+    "$PYTHON" -m pip install --quiet --no-deps --upgrade --target build/py-emulated-avx512 \
+      -C cmake.define.IFA_EMULATE_AVX512=ON -C cmake.define.CMAKE_C_FLAGS=-DIFA_KERNELS_ONE_COPY=1 \
+      -C build-dir=build/py-emulated-avx512-build .
+    PYTHONPATH="$PWD/build/py-emulated-avx512" "$PYTHON" -c "import custom_ops as c
+f = c.__file__
+assert 'py-emulated-avx512' in f, f
+assert c.isa() == 'avx512', c.isa()"
+    PYTHONPATH="$PWD/build/py-emulated-avx512" IFA_STRESS_SECONDS=5 \
+      "$PYTHON" -m pytest tests/python -q -p no:cacheprovider
+  else
+    echo "AVX-512 through SIMDe, Python suite: skipped (numpy and pytest not installed)"
+  fi
 fi

@@ -11,9 +11,11 @@
 #   7. only where clang is installed (not in plain CI): a short libFuzzer run of each target,
 #      IFA_FUZZ_SECONDS seconds each (default 20; 0 skips it);
 #   8. scripts/emulated.sh: the C tests on emulated x86-64 CPUs without AVX-512 and without AVX,
-#      and an arm64 cross build with its C tests, under QEMU (about 2.5 minutes). It installs
-#      its Debian packages (qemu-user, gcc-aarch64-linux-gnu, libc6-dev-arm64-cross) where it
-#      runs as root, and skips what their absence prevents; IFA_EMULATED=0 skips the step.
+#      and an arm64 cross build with its C tests, under QEMU (about 2.5 minutes); on a CPU with
+#      AVX2 but without AVX-512, the C tests and the Python suite on the AVX-512 kernels compiled
+#      against SIMDe (about 4 minutes). It installs its Debian packages (qemu-user,
+#      gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, libsimde-dev) where it runs as root, and
+#      skips what their absence prevents; IFA_EMULATED=0 skips the step.
 # docs/reliability.md says what each sanitizer step guarantees and how to run longer checks.
 # Usage: bash scripts/test.sh            (from anywhere; it works in the repository root)
 set -euo pipefail

@@ -63,6 +63,10 @@ static void detect_cpu(int *avx2, int *avx512) {
     const int has_bf16 = (a >> 5) & 1;
     *avx2 = os_ymm && has_avx2 && fma && f16c;
     *avx512 = *avx2 && os_zmm && has_f && has_dq && has_bw && has_vl && has_vnni && has_bf16;
+#if defined(IFA_AVX512_EMULATED)
+    /* A test build (CMake IFA_EMULATE_AVX512): the AVX-512 table is SIMDe code on AVX2. */
+    *avx512 = *avx2;
+#endif
 #endif
 }
 

@@ -88,6 +88,7 @@ __attribute__((target("avx2,fma"))) static float score_avx2(const float *q, cons
     return s;
 }
 
+#if !defined(IFA_AVX512_EMULATED) /* that test build runs no AVX-512 instruction (CMakeLists.txt) */
 __attribute__((target("avx512f"))) static float score_avx512(const float *q, const float *lo,
                                                              const float *hi, int64_t D) {
     __m512 acc = _mm512_setzero_ps();
@@ -105,6 +106,9 @@ __attribute__((target("avx512f"))) static float score_avx512(const float *q, con
     }
     return _mm512_reduce_add_ps(acc);
 }
+#else
+#define score_avx512 score_avx2
+#endif
 #endif
 
 /* The scoring loop that goes with the attention kernels' ISA (so IFA_ISA=ref forces it too). */

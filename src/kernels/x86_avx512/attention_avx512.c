@@ -45,7 +45,11 @@
  * at qk below); int8 by sign extension and VCVTDQ2PS (exact). Every kernel here requires
  * d_stride == 1 (the table says so; attend.c then falls back to the reference kernels).
  */
+#if defined(IFA_AVX512_EMULATED)
+#include "avx512_simde.h" /* a test build on a CPU without AVX-512 (tests/emulated/avx512_simde.h) */
+#else
 #include <immintrin.h>
+#endif
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -61,7 +65,7 @@
  * ties the accumulator to one register. Measured in L1, int8 P.V at G = 4: 6.2 -> 4.3 ns per row;
  * G = 8: 13 -> 8.7. (VDPBF16PS does not suffer from it here, so its intrinsic stays.) */
 IFA__INLINE __m512i dpwssd_acc(__m512i acc, __m512i a, __m512i b) {
-#if defined(__GNUC__)
+#if defined(__GNUC__) && !defined(IFA_AVX512_EMULATED)
     __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
     return acc;
 #else
