@@ -540,18 +540,22 @@ static int heads_side_by_side(const ifa__problem *pb, const ifa__kv_cursor *cur)
  * (`heavy`: G > 4 on float32 FMAs or on int8's integer products) take at least 8 KiB whatever
  * nh: Llama-3-70B (8 heads, G = 8) 1.11-1.15x fp16, 1.10x int8, 1.06x at block 16; its bfloat16
  * path with VDPBF16PS (twice the rate) read 0.96x so, and keeps 4 KiB (docs/benchmarks.md).
+ * Heavy int8 takes the kernel table's heavy_i8_window_bytes: 8 KiB (64 rows at D = 128) as above
+ * on the AVX-512 host, 4 KiB (32 rows, as many as float16's 8 KiB) on Zen 3, where Llama-3-70B
+ * int8 ran 1.13-1.14x faster so at block 16 and 1.03-1.05x at block 128. `least` is that
+ * minimum of each head's bytes.
  *
  * When each head's rows lie apart ((blocks, KVN, bs, D) caches), each head reads its own stretch
  * whatever the window, and larger windows halve the per-window work of the kernels and of the
  * bookkeeping: 8 KiB windows, 5-15% faster from DRAM (docs/benchmarks.md). Returns whether the
  * heads of a token sit side by side (the strides are those of every window of the tile: one
  * (batch, head group), one view). */
-static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t nh, int heavy, int64_t *window,
-                       int *token_stretches) {
+static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t nh, int64_t least,
+                       int64_t *window, int *token_stretches) {
     ifa__kv_cursor cur;
     ifa__kv_cursor_init(&cur, pb, b, h, 0, 0);
     const int side_by_side = heads_side_by_side(pb, &cur);
-    const int64_t per_head = ifa__max64(heavy ? 8192 : 4096, IFA__WINDOW_BYTES / ifa__max64(1, nh));
+    const int64_t per_head = ifa__max64(least, IFA__WINDOW_BYTES / ifa__max64(1, nh));
     *window = window_tokens(pb, side_by_side ? per_head : 8192);
     /* The tile's heads are all the heads of a token (or the rows of one token's heads end where
      * the next token's begin): window_prefetch lists whole tokens. */
@@ -750,8 +754,9 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
     const int64_t dist = IFA__PREFETCH_WINDOWS, ring = IFA__PREFETCH_WINDOWS + 1;
     int64_t window;
     const int heavy = heavy_rows(pb, c->kind, c->rounded, c->pv_bf16);
+    const int64_t least = !heavy ? 4096 : c->kind == IFA__KV_I8 ? c->kt->heavy_i8_window_bytes : 8192;
     int token_stretches;
-    const int side_by_side = window_plan(pb, c->b, c->h0, nh, heavy, &window, &token_stretches);
+    const int side_by_side = window_plan(pb, c->b, c->h0, nh, least, &window, &token_stretches);
     const int64_t windows = ifa__ceil_div(t1 - t0, window), row_bytes = pb->D * pb->elem_size;
     rows_unit win[IFA__PREFETCH_WINDOWS + 1], unit;
     chunk_positions cp_buf;
