@@ -540,10 +540,11 @@ static int heads_side_by_side(const ifa__problem *pb, const ifa__kv_cursor *cur)
  * (`heavy`: G > 4 on float32 FMAs or on int8's integer products) take at least 8 KiB whatever
  * nh: Llama-3-70B (8 heads, G = 8) 1.11-1.15x fp16, 1.10x int8, 1.06x at block 16; its bfloat16
  * path with VDPBF16PS (twice the rate) read 0.96x so, and keeps 4 KiB (docs/benchmarks.md).
- * Heavy int8 takes the kernel table's heavy_i8_window_bytes: 8 KiB (64 rows at D = 128) as above
- * on the AVX-512 host, 4 KiB (32 rows, as many as float16's 8 KiB) on Zen 3, where Llama-3-70B
- * int8 ran 1.13-1.14x faster so at block 16 and 1.03-1.05x at block 128. `least` is that
- * minimum of each head's bytes.
+ * Heavy int8 follows the kernel table's heavy_i8_small_windows: on Zen 3 (AVX2) its windows take
+ * at least 4 KiB of each head's rows (32 rows at D = 128, as many as float16's 8 KiB) and at most
+ * two pages of a paged cache (attend_windows): Llama-3-70B int8 1.13-1.14x at block 16 and
+ * 1.03-1.05x at block 128, Qwen2.5-7B int8 (4 heads: 8 KiB each, 64 rows) 1.12x at block 16 and
+ * unchanged at 128 (docs/benchmarks.md). `least` is the minimum of each head's bytes.
  *
  * When each head's rows lie apart ((blocks, KVN, bs, D) caches), each head reads its own stretch
  * whatever the window, and larger windows halve the per-window work of the kernels and of the
@@ -754,9 +755,12 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
     const int64_t dist = IFA__PREFETCH_WINDOWS, ring = IFA__PREFETCH_WINDOWS + 1;
     int64_t window;
     const int heavy = heavy_rows(pb, c->kind, c->rounded, c->pv_bf16);
-    const int64_t least = !heavy ? 4096 : c->kind == IFA__KV_I8 ? c->kt->heavy_i8_window_bytes : 8192;
+    const int small_i8 = heavy && c->kind == IFA__KV_I8 && c->kt->heavy_i8_small_windows;
     int token_stretches;
-    const int side_by_side = window_plan(pb, c->b, c->h0, nh, least, &window, &token_stretches);
+    const int side_by_side =
+        window_plan(pb, c->b, c->h0, nh, !heavy || small_i8 ? 4096 : 8192, &window, &token_stretches);
+    if (small_i8 && side_by_side && pb->form == IFA__KV_PAGED && window > 2 * pb->bs)
+        window = ifa__max64(16, 2 * pb->bs / 16 * 16); /* window_tokens' multiples of 16 */
     const int64_t windows = ifa__ceil_div(t1 - t0, window), row_bytes = pb->D * pb->elem_size;
     rows_unit win[IFA__PREFETCH_WINDOWS + 1], unit;
     chunk_positions cp_buf;

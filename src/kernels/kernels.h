@@ -151,10 +151,11 @@ typedef struct ifa__kernel_table {
      * 0: 16-bit KV with light rows only; 1: also 16-bit KV with heavy rows, and int8 KV with
      * light rows through the integer kernels (inner_precise = 1). */
     int split_tokens_wide;
-    /* The least bytes of each head's int8 rows in a window of a call with heavy rows (G > 4;
-     * attend.c, window_plan), as measured on the hosts of each ISA: 8192 (64 rows at D = 128) on
-     * the AVX-512 host, 4096 (32 rows) on Zen 3. */
-    int heavy_i8_window_bytes;
+    /* Windows of int8 calls with heavy rows (G > 4; attend.c, attend_windows), as measured on the
+     * hosts of each ISA: 0: the rule of every heavy call, at least 8 KiB of each head's rows (64
+     * rows at D = 128; the AVX-512 host); 1: at least 4 KiB (32 rows) and at most two pages of the
+     * paged cache (Zen 3). */
+    int heavy_i8_small_windows;
 } ifa__kernel_table;
 
 /* The lines of a kernel's `prefetch` list as a stream: a kernel calls ifa__prefetch_next(&s, k)

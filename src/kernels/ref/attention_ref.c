@@ -173,5 +173,5 @@ const ifa__kernel_table ifa__kernels_ref = {
     .div_row = div_row_ref,
     .needs_unit_d_stride = 0,
     .split_tokens_wide = 0,
-    .heavy_i8_window_bytes = 8192,
+    .heavy_i8_small_windows = 0,
 };

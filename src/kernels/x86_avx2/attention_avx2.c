@@ -863,5 +863,5 @@ const ifa__kernel_table ifa__kernels_avx2 = {
     .div_row = div_row_avx2,
     .needs_unit_d_stride = 1,
     .split_tokens_wide = 1, /* Zen 3: docs/benchmarks.md, eighteenth session */
-    .heavy_i8_window_bytes = 4096, /* Zen 3: docs/benchmarks.md, twenty-third session */
+    .heavy_i8_small_windows = 1, /* Zen 3: docs/benchmarks.md, twenty-third session */
 };
