@@ -76,45 +76,25 @@ EMU void emu_mm256_mask_storeu_epi16(void *p, __mmask16 k, __m256i a) {
 
 /* ---- conversions --------------------------------------------------------------------------- */
 
-EMU __m256i emu_mm512_cvtepi32_epi16(__m512i a) { /* VPMOVDW: truncation */
-    int32_t x[16];
-    int16_t r[16];
-    memcpy(x, &a, sizeof x);
-    for (int i = 0; i < 16; i++) r[i] = (int16_t)(uint16_t)(uint32_t)x[i];
-    __m256i v;
-    memcpy(&v, r, sizeof v);
-    return v;
-}
-
-EMU __m512 emu_mm512_cvtepi32_ps(__m512i a) { /* the current rounding mode, as VCVTDQ2PS */
-    int32_t x[16];
-    float r[16];
-    memcpy(x, &a, sizeof x);
-    for (int i = 0; i < 16; i++) r[i] = (float)x[i];
-    __m512 v;
-    memcpy(&v, r, sizeof v);
-    return v;
-}
-
-EMU __m512i emu_mm512_cvtepi8_epi32(__m128i a) {
-    int8_t x[16];
-    int32_t r[16];
-    memcpy(x, &a, sizeof x);
-    for (int i = 0; i < 16; i++) r[i] = x[i];
-    __m512i v;
-    memcpy(&v, r, sizeof v);
-    return v;
-}
-
-EMU __m512i emu_mm512_cvtepu16_epi32(__m256i a) {
-    uint16_t x[16];
-    int32_t r[16];
-    memcpy(x, &a, sizeof x);
-    for (int i = 0; i < 16; i++) r[i] = x[i];
-    __m512i v;
-    memcpy(&v, r, sizeof v);
-    return v;
-}
+/* 16 elements converted one by one, as each instruction defines it. */
+#define EMU_CONVERT16(name, vout, tout, vin, tin, convert)                                      \
+    EMU vout name(vin a) {                                                                      \
+        tin x[16];                                                                              \
+        tout r[16];                                                                             \
+        memcpy(x, &a, sizeof x);                                                                \
+        for (int i = 0; i < 16; i++) r[i] = convert(x[i]);                                      \
+        vout v;                                                                                 \
+        memcpy(&v, r, sizeof v);                                                                \
+        return v;                                                                               \
+    }
+#define EMU_TRUNCATE16(x) ((int16_t)(uint16_t)(uint32_t)(x)) /* VPMOVDW */
+#define EMU_TO_FLOAT(x) ((float)(x))                         /* the rounding mode, as VCVTDQ2PS */
+#define EMU_WIDEN(x) ((int32_t)(x))                          /* VPMOVSXBD, VPMOVZXWD */
+EMU_CONVERT16(emu_mm512_cvtepi32_epi16, __m256i, int16_t, __m512i, int32_t, EMU_TRUNCATE16)
+EMU_CONVERT16(emu_mm512_cvtepi32_ps, __m512, float, __m512i, int32_t, EMU_TO_FLOAT)
+EMU_CONVERT16(emu_mm512_cvtepi8_epi32, __m512i, int32_t, __m128i, int8_t, EMU_WIDEN)
+EMU_CONVERT16(emu_mm512_cvtepu16_epi32, __m512i, int32_t, __m256i, uint16_t, EMU_WIDEN)
+#undef EMU_CONVERT16
 
 /* Two halves through F16C and AVX2, whose instructions give the same results per element. */
 EMU __m512 emu_mm512_cvtph_ps(__m256i a) {
