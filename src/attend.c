@@ -542,22 +542,25 @@ static int heads_side_by_side(const ifa__problem *pb, const ifa__kv_cursor *cur)
  * path with VDPBF16PS (twice the rate) read 0.96x so, and keeps 4 KiB (docs/benchmarks.md).
  * Heavy int8 follows the kernel table's heavy_i8_small_windows: on Zen 3 (AVX2) its windows take
  * at least 4 KiB of each head's rows (32 rows at D = 128, as many as float16's 8 KiB) and at most
- * two pages of a paged cache (attend_windows): Llama-3-70B int8 1.13-1.14x at block 16 and
+ * two pages of a paged cache (`small_i8`): Llama-3-70B int8 1.13-1.14x at block 16 and
  * 1.03-1.05x at block 128, Qwen2.5-7B int8 (4 heads: 8 KiB each, 64 rows) 1.12x at block 16 and
- * unchanged at 128 (docs/benchmarks.md). `least` is the minimum of each head's bytes.
+ * unchanged at 128 (docs/benchmarks.md).
  *
  * When each head's rows lie apart ((blocks, KVN, bs, D) caches), each head reads its own stretch
  * whatever the window, and larger windows halve the per-window work of the kernels and of the
  * bookkeeping: 8 KiB windows, 5-15% faster from DRAM (docs/benchmarks.md). Returns whether the
  * heads of a token sit side by side (the strides are those of every window of the tile: one
  * (batch, head group), one view). */
-static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t nh, int64_t least,
+static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t nh, int heavy, int small_i8,
                        int64_t *window, int *token_stretches) {
     ifa__kv_cursor cur;
     ifa__kv_cursor_init(&cur, pb, b, h, 0, 0);
     const int side_by_side = heads_side_by_side(pb, &cur);
+    const int64_t least = heavy && !small_i8 ? 8192 : 4096; /* of each head's bytes */
     const int64_t per_head = ifa__max64(least, IFA__WINDOW_BYTES / ifa__max64(1, nh));
     *window = window_tokens(pb, side_by_side ? per_head : 8192);
+    if (small_i8 && side_by_side && pb->form == IFA__KV_PAGED && *window > 2 * pb->bs)
+        *window = ifa__max64(16, 2 * pb->bs / 16 * 16); /* window_tokens' multiples of 16 */
     /* The tile's heads are all the heads of a token (or the rows of one token's heads end where
      * the next token's begin): window_prefetch lists whole tokens. */
     *token_stretches = side_by_side && cur.k.s_tok == nh * pb->D && cur.v.s_tok == nh * pb->D;
@@ -757,10 +760,7 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
     const int heavy = heavy_rows(pb, c->kind, c->rounded, c->pv_bf16);
     const int small_i8 = heavy && c->kind == IFA__KV_I8 && c->kt->heavy_i8_small_windows;
     int token_stretches;
-    const int side_by_side =
-        window_plan(pb, c->b, c->h0, nh, !heavy || small_i8 ? 4096 : 8192, &window, &token_stretches);
-    if (small_i8 && side_by_side && pb->form == IFA__KV_PAGED && window > 2 * pb->bs)
-        window = ifa__max64(16, 2 * pb->bs / 16 * 16); /* window_tokens' multiples of 16 */
+    const int side_by_side = window_plan(pb, c->b, c->h0, nh, heavy, small_i8, &window, &token_stretches);
     const int64_t windows = ifa__ceil_div(t1 - t0, window), row_bytes = pb->D * pb->elem_size;
     rows_unit win[IFA__PREFETCH_WINDOWS + 1], unit;
     chunk_positions cp_buf;
