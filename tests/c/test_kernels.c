@@ -92,10 +92,11 @@ static float *floats(int64_t count, rng *r, double lo, double hi)
 #else
 #define CPU_HAS(feature) 0
 #endif
+#define CPU_HAS_AVX2 (CPU_HAS("avx2") && CPU_HAS("fma") && CPU_HAS("f16c"))
 /* A test build whose AVX-512 table is SIMDe code on AVX2 (CMake IFA_EMULATE_AVX512) runs it
  * wherever the AVX2 table runs. */
 #if defined(IFA_AVX512_EMULATED)
-#define CPU_HAS_AVX512_EMULATED (CPU_HAS("avx2") && CPU_HAS("fma") && CPU_HAS("f16c"))
+#define CPU_HAS_AVX512_EMULATED CPU_HAS_AVX2
 #else
 #define CPU_HAS_AVX512_EMULATED 0
 #endif
@@ -109,7 +110,7 @@ static int isa_tables(const ifa__kernel_table **out, int verbose)
 #endif
     if (&ifa__kernels_avx2 == NULL) {
         if (verbose) tst_note("avx2: skipped, this build has no AVX2 kernels");
-    } else if (!(CPU_HAS("avx2") && CPU_HAS("fma") && CPU_HAS("f16c"))) {
+    } else if (!CPU_HAS_AVX2) {
         if (verbose) tst_note("avx2: skipped, this CPU lacks AVX2, FMA or F16C");
     } else {
         out[count++] = &ifa__kernels_avx2;
