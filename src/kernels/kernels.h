@@ -151,7 +151,7 @@ typedef struct ifa__kernel_table {
      * 0: 16-bit KV with light rows only; 1: also 16-bit KV with heavy rows, and int8 KV with
      * light rows through the integer kernels (inner_precise = 1). */
     int split_tokens_wide;
-    /* Windows of int8 calls with heavy rows (G > 4; attend.c, attend_windows), as measured on the
+    /* Windows of int8 calls with heavy rows (G > 4; attend.c, window_plan), as measured on the
      * hosts of each ISA: 0: the rule of every heavy call, at least 8 KiB of each head's rows (64
      * rows at D = 128; the AVX-512 host); 1: at least 4 KiB (32 rows) and at most two pages of the
      * paged cache (Zen 3). */
