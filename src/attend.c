@@ -747,6 +747,81 @@ static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, const 
         kv->pv[c->kind](s, ld, G, D, u->v, u->v_d, u->n, ifa__state_acc(state, G), pv);
 }
 
+/* Where a tile's units go next: runs of tokens, each visited head after head, and in a run the
+ * windows in order. */
+typedef struct unit_walk {
+    int64_t t1, window, run, nh;
+    int64_t rs, re;   /* the current run's tokens, [rs, re) */
+    int64_t head, tw; /* the next unit: its head (0..nh-1) and the first token of its window */
+} unit_walk;
+
+/* Runs of `run` tokens from t0, or (`aligned`) ending on multiples of `run`. A run of one window
+ * is the order (window, head); runs of a page, (page, head, window). */
+static unit_walk walk_begin(int64_t t0, int64_t t1, int64_t window, int64_t run, int aligned, int64_t nh) {
+    const int64_t re = aligned ? (t0 / run + 1) * run : t0 + run;
+    return (unit_walk){.t1 = t1, .window = window, .run = run, .nh = nh, .rs = t0, .re = ifa__min64(re, t1),
+                       .head = 0, .tw = t0};
+}
+
+/* The next unit's head and tokens [*tw, *te); 0 when the tile has no more. */
+static int walk_next(unit_walk *w, int64_t *head, int64_t *tw, int64_t *te) {
+    if (w->rs >= w->t1) return 0;
+    *head = w->head;
+    *tw = w->tw;
+    *te = ifa__min64(w->tw + w->window, w->re);
+    w->tw = *te;
+    if (w->tw < w->re) return 1; /* the run's next window, the same head */
+    w->tw = w->rs;               /* the run again for the next head */
+    if (++w->head < w->nh) return 1;
+    w->head = 0; /* the next run */
+    w->rs = w->tw = w->re;
+    w->re = ifa__min64(w->rs + w->run, w->t1);
+    return 1;
+}
+
+/* The units of a tile in the order of `walk`, each head's rows gathered by itself (no head
+ * shares another's pages here, or each head's rows lie apart). While unit u computes, its
+ * kernels prefetch the rows of unit u + IFA__PREFETCH_UNITS, gathered into a ring of
+ * IFA__PREFETCH_UNITS + 1 units; the first units are asked for in one burst. */
+static void attend_units(const tile_ctx *c, unit_walk walk) {
+    const ifa__problem *pb = c->pb;
+    const int64_t dist = IFA__PREFETCH_UNITS, ring = IFA__PREFETCH_UNITS + 1;
+    const int64_t row_bytes = pb->D * pb->elem_size;
+    rows_unit units[IFA__PREFETCH_UNITS + 1];
+    int64_t heads[IFA__PREFETCH_UNITS + 1], gathered = 0;
+    for (int64_t u = 0;; u++) {
+        int64_t h, tw, te;
+        const int more = walk_next(&walk, &h, &tw, &te);
+        if (more) {
+            heads[u % ring] = h;
+            gather_rows(pb, c->b, c->h0 + h, tw, te, &units[u % ring]);
+            if (u < dist) prefetch_rows_now(&units[u % ring], 1, row_bytes);
+            gathered++;
+        }
+        const int64_t cu = u - dist;
+        if (cu >= gathered) break;
+        if (cu < 0) continue;
+        const rows_unit *cur = &units[cu % ring], *next = more ? &units[u % ring] : NULL;
+        const int prefetch = next != NULL && next->k_d == 1 && next->v_d == 1 && next->n > 0;
+        chunk_positions cp_buf;
+        const chunk_positions *cp = chunk_positions_of(c->kt, pb, c->b, cur->pos, cur->n, &cp_buf);
+        attend_unit(c, heads[cu % ring], cur, cp,
+                    prefetch ? (ifa__prefetch_list){next->k, next->n, row_bytes} : IFA__NO_PREFETCH,
+                    prefetch ? (ifa__prefetch_list){next->v, next->n, row_bytes} : IFA__NO_PREFETCH);
+    }
+}
+
+/* Tokens of one head's rows that lie in one stretch, when the tile's heads' rows lie apart and
+ * such a stretch holds more than one window; else 0. A (blocks, KVN, bs, D) page holds each
+ * head's bs rows end to end, the heads one after another; a contiguous BNSD cache holds each
+ * head's rows of the whole sequence. Visiting such a stretch's windows head after head
+ * (attend_units, runs of these tokens) reads a page in address order, two streams (K and V)
+ * where the order (window, head) keeps 2 nh open. */
+static int64_t head_stretch_tokens(const ifa__problem *pb, int64_t window, int64_t t0, int64_t t1) {
+    if (pb->form == IFA__KV_CONTIGUOUS) return t1 - t0 > window ? t1 - t0 : 0;
+    return pb->bs > window ? pb->bs : 0;
+}
+
 /* The units of a tile whose heads share pages, in the order (window, head): in a (blocks, bs,
  * KVN*D) cache the heads of one token sit side by side, so visiting the heads of a window
  * together reads memory in order. Only head h0 walks the pages; the other heads shift its rows.
@@ -761,6 +836,11 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
     const int small_i8 = heavy && c->kind == IFA__KV_I8 && c->kt->heavy_i8_small_windows;
     int token_stretches;
     const int side_by_side = window_plan(pb, c->b, c->h0, nh, heavy, small_i8, &window, &token_stretches);
+    const int64_t stretch = side_by_side ? 0 : head_stretch_tokens(pb, window, t0, t1);
+    if (stretch > 0) {
+        attend_units(c, walk_begin(t0, t1, window, stretch, pb->form != IFA__KV_CONTIGUOUS, nh));
+        return;
+    }
     const int64_t windows = ifa__ceil_div(t1 - t0, window), row_bytes = pb->D * pb->elem_size;
     rows_unit win[IFA__PREFETCH_WINDOWS + 1], unit;
     chunk_positions cp_buf;
@@ -793,32 +873,6 @@ static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1
                 attend_unit(c, i, &unit, cp, lk, lv);
             }
         }
-    }
-}
-
-/* The units of a sparse tile (every head has its own pages), in the order (window, head). While
- * unit u computes, its kernels prefetch the rows of unit u + IFA__PREFETCH_UNITS, gathered into a
- * ring of IFA__PREFETCH_UNITS + 1 units. */
-static void attend_sparse_units(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1) {
-    const ifa__problem *pb = c->pb;
-    const int64_t window = window_tokens(pb, 4096), total = ifa__ceil_div(t1 - t0, window) * nh;
-    const int64_t ring = IFA__PREFETCH_UNITS + 1, row_bytes = pb->D * pb->elem_size;
-    rows_unit units[IFA__PREFETCH_UNITS + 1];
-    for (int64_t u = 0; u < total + IFA__PREFETCH_UNITS; u++) {
-        if (u < total) {
-            const int64_t tw = t0 + (u / nh) * window;
-            gather_rows(pb, c->b, c->h0 + u % nh, tw, ifa__min64(tw + window, t1), &units[u % ring]);
-            if (u < IFA__PREFETCH_UNITS) prefetch_rows_now(&units[u % ring], 1, row_bytes);
-        }
-        const int64_t cu = u - IFA__PREFETCH_UNITS;
-        if (cu < 0) continue;
-        const rows_unit *cur = &units[cu % ring], *next = u < total ? &units[u % ring] : NULL;
-        const int prefetch = next != NULL && next->k_d == 1 && next->v_d == 1 && next->n > 0;
-        chunk_positions cp_buf;
-        const chunk_positions *cp = chunk_positions_of(c->kt, pb, c->b, cur->pos, cur->n, &cp_buf);
-        attend_unit(c, cu % nh, cur, cp,
-                    prefetch ? (ifa__prefetch_list){next->k, next->n, row_bytes} : IFA__NO_PREFETCH,
-                    prefetch ? (ifa__prefetch_list){next->v, next->n, row_bytes} : IFA__NO_PREFETCH);
     }
 }
 
@@ -865,10 +919,17 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
     if (pb->full_quant)
         full_quant_max(pb, kt, c.rounded, b, h0, nh, t0, t1, scratch, per_head, states, state_floats, s);
     if (drop_constant_bias(pb, scratch, nh, per_head)) c.finish = pb->has_pse; /* no mask, per-channel */
-    if (pb->form == IFA__KV_PAGED_SPARSE)
-        attend_sparse_units(&c, nh, t0, t1);
-    else
+    if (pb->form == IFA__KV_PAGED_SPARSE) {
+        /* Every head has its own pages: each gathers its own rows, in runs of a page where a
+         * head's rows of a page lie in one stretch, else window after window. */
+        const int64_t window = window_tokens(pb, 4096);
+        ifa__kv_cursor cur;
+        ifa__kv_cursor_init(&cur, pb, b, h0, 0, 0);
+        const int64_t stretch = heads_side_by_side(pb, &cur) ? 0 : head_stretch_tokens(pb, window, t0, t1);
+        attend_units(&c, walk_begin(t0, t1, window, stretch > 0 ? stretch : window, stretch > 0, nh));
+    } else {
         attend_windows(&c, nh, t0, t1);
+    }
 }
 
 /* Turns the final state into the G output rows (`rows`: scratch for 5*D floats). */

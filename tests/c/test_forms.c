@@ -140,7 +140,10 @@ static void test_all_lengths_zero(void)
 }
 
 /* One long sequence, so that an implementation that splits the KV length across threads has to
- * merge partial softmax states (flash-decoding); compared for 1, 2 and 4 threads. */
+ * merge partial softmax states (flash-decoding); compared for 1, 2 and 4 threads. The paged forms
+ * also run in a (blocks, KVN, bs, D) cache of 200-token pages: there a tile visits each page's
+ * windows head after head (attend.c, head_stretch_tokens), its chunks start and end inside
+ * pages, and 200 is no multiple of a window. */
 static void test_long_sequence_split(void)
 {
     static const dtype_pair pairs[] = { { IFA_DTYPE_FLOAT32, IFA_DTYPE_FLOAT32 },
@@ -148,15 +151,18 @@ static void test_long_sequence_split(void)
                                         { IFA_DTYPE_BFLOAT16, IFA_DTYPE_INT8 } };
     uint64_t seed = 9001;
     for (size_t pi = 0; pi < 3; pi++) {
-        for (int form = FX_CONTIG; form < FX_FORM_COUNT; form++) {
+        for (int variant = 0; variant < FX_FORM_COUNT + 2; variant++) {
+            const int form = variant < FX_FORM_COUNT ? variant : variant - FX_FORM_COUNT + FX_PAGED;
+            const int big_pages = variant >= FX_FORM_COUNT;
             fx_config c = fx_default_config();
             c.form = (fx_form)form;
             c.layout = "BNSD";
             c.q_dtype = pairs[pi].q;
             c.kv_dtype = pairs[pi].kv;
-            c.B = 1, c.N = 2, c.KVN = 1, c.D = 64;
+            c.B = 1, c.N = 2 * (big_pages ? 3 : 1), c.KVN = big_pages ? 3 : 1, c.D = 64;
             c.min_len = c.max_len = 3000 + (int64_t)pi * 7;
-            c.block_size = 16;
+            c.block_size = big_pages ? 200 : 16;
+            c.cache4d = big_pages;
             c.hole_percent = 10;
             c.pad = 3;
             c.mask_rank = 2;
