@@ -548,7 +548,11 @@ static int heads_side_by_side(const ifa__problem *pb, const ifa__kv_cursor *cur)
  *
  * When each head's rows lie apart ((blocks, KVN, bs, D) caches), each head reads its own stretch
  * whatever the window, and larger windows halve the per-window work of the kernels and of the
- * bookkeeping: 8 KiB windows, 5-15% faster from DRAM (docs/benchmarks.md). Returns whether the
+ * bookkeeping: 8 KiB windows, 5-15% faster from DRAM (docs/benchmarks.md). Smaller pages that
+ * still hold 4 KiB of a head's rows (16 float16 tokens) make a window each when the rows are not
+ * heavy: the window's heads then read one page in address order, two streams instead of four,
+ * 1.045-1.069x for float16 and bfloat16 at block 16 on Zen 3; heavy rows lost (0.95-0.97), and
+ * int8's pages of 4 KiB (block 32) read the same (docs/benchmarks.md). Returns whether the
  * heads of a token sit side by side (the strides are those of every window of the tile: one
  * (batch, head group), one view). */
 static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t nh, int heavy, int small_i8,
@@ -561,6 +565,9 @@ static int window_plan(const ifa__problem *pb, int64_t b, int64_t h, int64_t nh,
     *window = window_tokens(pb, side_by_side ? per_head : 8192);
     if (small_i8 && side_by_side && pb->form == IFA__KV_PAGED && *window > 2 * pb->bs)
         *window = ifa__max64(16, 2 * pb->bs / 16 * 16); /* window_tokens' multiples of 16 */
+    if (!side_by_side && !heavy && pb->form == IFA__KV_PAGED && pb->bs % 16 == 0 && pb->bs < *window &&
+        pb->bs * pb->D * pb->elem_size >= 4096)
+        *window = pb->bs; /* one page a window: a page in address order, see above */
     /* The tile's heads are all the heads of a token (or the rows of one token's heads end where
      * the next token's begin): window_prefetch lists whole tokens. */
     *token_stretches = side_by_side && cur.k.s_tok == nh * pb->D && cur.v.s_tok == nh * pb->D;
