@@ -927,12 +927,18 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
         full_quant_max(pb, kt, c.rounded, b, h0, nh, t0, t1, scratch, per_head, states, state_floats, s);
     if (drop_constant_bias(pb, scratch, nh, per_head)) c.finish = pb->has_pse; /* no mask, per-channel */
     if (pb->form == IFA__KV_PAGED_SPARSE) {
-        /* Every head has its own pages: each gathers its own rows, in runs of a page where a
-         * head's rows of a page lie in one stretch, else window after window. */
-        const int64_t window = window_tokens(pb, 4096);
+        /* Every head has its own pages: each gathers its own rows, window after window in
+         * windows of 4 KiB of a head's rows, or where a head's rows of a page lie in one stretch
+         * of more than 8 KiB (a (blocks, KVN, bs, D) cache), in runs of a page and windows of
+         * 8 KiB, as the dense tiles of that cache take them. The larger windows there measured
+         * 1.00-1.03x (float16, G = 4), 1.02x (bfloat16), 1.06x (int8) and 1.07-1.09x (G = 7 and
+         * 8); windows of a whole page (block 32) 0.99x (docs/benchmarks.md). */
         ifa__kv_cursor cur;
         ifa__kv_cursor_init(&cur, pb, b, h0, 0, 0);
-        const int64_t stretch = heads_side_by_side(pb, &cur) ? 0 : head_stretch_tokens(pb, window, t0, t1);
+        const int apart = !heads_side_by_side(pb, &cur);
+        const int64_t wide = window_tokens(pb, 8192);
+        const int64_t window = apart && pb->bs > wide ? wide : window_tokens(pb, 4096);
+        const int64_t stretch = apart ? head_stretch_tokens(pb, window, t0, t1) : 0;
         attend_units(&c, walk_begin(t0, t1, window, stretch > 0 ? stretch : window, stretch > 0, nh));
     } else {
         attend_windows(&c, nh, t0, t1);
