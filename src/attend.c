@@ -834,7 +834,9 @@ static int64_t head_stretch_tokens(const ifa__problem *pb, int64_t window, int64
  * together reads memory in order. Only head h0 walks the pages; the other heads shift its rows.
  * A ring holds the windows from the current one to the one being prefetched. The first window,
  * which no window before it prefetched, is asked for in one burst when the tile starts, and its
- * units also prefetch the next head's rows (lead_in_prefetch). */
+ * units also prefetch the next head's rows (lead_in_prefetch). Where each head's rows of a page
+ * lie in one stretch longer than a window (head_stretch_tokens), the tile goes to attend_units
+ * in the order (page, head, window) instead. */
 static void attend_windows(const tile_ctx *c, int64_t nh, int64_t t0, int64_t t1) {
     const ifa__problem *pb = c->pb;
     const int64_t dist = IFA__PREFETCH_WINDOWS, ring = IFA__PREFETCH_WINDOWS + 1;
