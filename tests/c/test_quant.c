@@ -151,6 +151,72 @@ static void test_full_quantisation_strict(void)
     }
 }
 
+/* Sets row t of KV head h of batch b in the key or value views of a case built with `c`: a
+ * contiguous BSH tensor, a (blocks, bs, KVN*D) cache (BSH) or a (blocks, KVN, bs, D) one (BNSD). */
+static void set_kv_row(const fx_case *fc, const fx_config *c, const ifa_tensor *t0, int64_t b, int64_t t,
+                       int64_t h, double v)
+{
+    int64_t page = 0, slot = t;
+    if (c->form == FX_PAGED) {
+        const int64_t M = fc->p.block_table.shape[1];
+        page = (int64_t)gd_load_flat(&fc->p.block_table, b * M + t / c->block_size);
+        slot = t % c->block_size;
+    }
+    for (int64_t d = 0; d < c->D; d++) {
+        if (c->form == FX_PAGED && c->cache4d) {
+            fx_set(t0, (const int64_t[4]){ page, h, slot, d }, v);
+        } else {
+            fx_set(t0, (const int64_t[3]){ c->form == FX_PAGED ? page : b, slot, h * c->D + d }, v);
+        }
+    }
+}
+
+/* The library quantises p against the exact maximum score of each (b, head), found by a first
+ * pass over K (attend.c, full_quant_max), where SPEC 7 also allows a running maximum. This case
+ * tells the two apart: every token scores delta below the last one, with 127 * exp(-delta) =
+ * 1.3, so against the true maximum each of them quantises to p8 = 1, and against the maximum of
+ * the tokens before the last to 127 (later scaled back to 1.3). V is +100 on those tokens and
+ * -100 on the last, so the output moves by about 60% if the first pass misses the last token.
+ * In a contiguous cache, a (blocks, bs, KVN*D) one and a (blocks, KVN, bs, D) one of 128-token
+ * pages; on one thread (strict: no slack), and full quantisation never splits a sequence
+ * (plan.c). */
+static void test_full_quantisation_global_max(void)
+{
+    uint64_t seed = 6600;
+    for (int form = 0; form < 3; form++) {
+        fx_config c = fx_default_config();
+        c.form = form == 0 ? FX_CONTIG : FX_PAGED;
+        c.layout = form == 2 ? "BNSD" : "BSH";
+        c.cache4d = form == 2;
+        c.block_size = form == 2 ? 128 : 16;
+        c.q_dtype = c.kv_dtype = IFA_DTYPE_INT8;
+        c.B = 2, c.N = 4, c.KVN = 2, c.D = 32;
+        c.min_len = c.max_len = 250;
+        c.extra_rows = 0;
+        fx_arena a = { 0 };
+        fx_case *fc = fx_build(&a, seed++, &c);
+        const double dq1 = gd_load_flat(&fc->p.dequant_scale1, 0);
+        /* s_last - s_other = scale * dq1 * 127 * D * (127 - 126) = delta */
+        fc->p.scale_value = log(127.0 / 1.3) / (dq1 * 127.0 * (double)c.D);
+        for (int64_t b = 0; b < c.B; b++) {
+            for (int64_t n = 0; n < c.N; n++)
+                for (int64_t d = 0; d < c.D; d++) {
+                    const int64_t bsh[3] = { b, 0, n * c.D + d }, bnsd[4] = { b, n, 0, d };
+                    fx_set(&fc->p.query, form == 2 ? bnsd : bsh, 127.0);
+                }
+            for (int64_t h = 0; h < c.KVN; h++)
+                for (int64_t t = 0; t < fc->L[b]; t++) {
+                    const int last = t == fc->L[b] - 1;
+                    set_kv_row(fc, &c, &fc->key[0], b, t, h, last ? 127.0 : 126.0);
+                    set_kv_row(fc, &c, &fc->value[0], b, t, h, last ? -100.0 : 100.0);
+                }
+        }
+        fc->strict_quant = 1;
+        fx_check_everywhere(fc, seed);
+        fx_arena_free(&a);
+    }
+}
+
 /* SPEC 8: per-tensor and all eight per-channel shapes, offset or not, each float query dtype,
  * each KV form; the scales (20..90) make |o * scale| reach past 127, so saturation happens. */
 static void test_int8_output(void)
@@ -253,6 +319,7 @@ int main(int argc, char **argv)
         TST_CASE(test_antiquant_per_token_positions),
         TST_CASE(test_full_quantisation),
         TST_CASE(test_full_quantisation_strict),
+        TST_CASE(test_full_quantisation_global_max),
         TST_CASE(test_int8_output),
         TST_CASE(test_bf16_quant_scale2),
         TST_CASE(test_int8_output_rounding_exact),
