@@ -647,6 +647,12 @@ static void lead_in_prefetch(const rows_unit *base, const rows_unit *ahead, int6
     *lv = (ifa__prefetch_list){pv, n, row_bytes};
 }
 
+/* Every line of n rows of row_bytes each, at once. */
+static void prefetch_lines(const void *const *rows, int64_t n, int64_t row_bytes) {
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t o = 0; o < row_bytes; o += 64) __builtin_prefetch((const char *)rows[r] + o, 0, 3);
+}
+
 /* Every line of the rows of u and of the nh - 1 heads after its head, at once. A tile's first
  * windows (or sparse units), those before the first one a unit prefetches, would otherwise be
  * read with one demand miss after another: measured, fetching them in one burst at the start of
@@ -728,6 +734,7 @@ typedef struct tile_ctx {
     const ifa__kernel_table *kt;
     ifa__kv_kind kind;
     int finish, rounded, pv_q16, pv_bf16;
+    int burst_rows; /* ask for each unit's own rows at once (attend_unit): sparse tiles, heads side by side */
     int64_t b, h0, per_head, state_floats;
     float *scratch, *states, *s, *alpha;
 } tile_ctx;
@@ -743,7 +750,15 @@ static void attend_unit(const tile_ctx *c, int64_t i, const rows_unit *u, const 
     float *state = c->states + i * c->state_floats, *s = c->s;
     const ifa__kernel_table *kv = kt->needs_unit_d_stride && u->v_d != 1 ? &ifa__kernels_ref : kt;
     if (u->n == 0) return;
+    /* A sparse unit of a (blocks, bs, KVN*D) cache is 256 bytes of a row every 2 KiB, prefetched
+     * a few lines per kernel step two units ahead; a prefetch that finds the miss buffers full is
+     * dropped (bench/probes/prefetch_drop.c), and on this pattern the rows still arrived late.
+     * Asking for the unit's K rows at once before qk, and its V rows before the softmax, measured
+     * 1.07-1.17x for those calls; dense windows and the (blocks, KVN, bs, D) cache lost or gained
+     * nothing (0.93-1.01; docs/benchmarks.md). */
+    if (c->burst_rows && u->k_d == 1) prefetch_lines(u->k, u->n, D * pb->elem_size);
     unit_scores(pb, kt, c->kind, c->rounded, qp, u, s, pk);
+    if (c->burst_rows && u->v_d == 1) prefetch_lines(u->v, u->n, D * pb->elem_size);
     if (c->finish) finish_scores(pb, kt, c->b, h, u->pos, u->n, bias, qsum, cp, s, ld);
     softmax_update(pb, kt, cp, u->n, s, ld, state, c->alpha);
     if (c->pv_q16 && u->v_d == 1)
@@ -938,6 +953,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
         ifa__kv_cursor cur;
         ifa__kv_cursor_init(&cur, pb, b, h0, 0, 0);
         const int apart = !heads_side_by_side(pb, &cur);
+        c.burst_rows = !apart;
         const int64_t wide = window_tokens(pb, 8192);
         const int64_t window = apart && pb->bs > wide ? wide : window_tokens(pb, 4096);
         const int64_t stretch = apart ? head_stretch_tokens(pb, window, t0, t1) : 0;
