@@ -201,8 +201,9 @@ static void test_full_quantisation_global_max(void)
         for (int64_t b = 0; b < c.B; b++) {
             for (int64_t n = 0; n < c.N; n++)
                 for (int64_t d = 0; d < c.D; d++) {
-                    const int64_t bsh[3] = { b, 0, n * c.D + d }, bnsd[4] = { b, n, 0, d };
-                    fx_set(&fc->p.query, form == 2 ? bnsd : bsh, 127.0);
+                    int64_t qi[4];
+                    gd_qo_index(gd_layout_code(c.layout), b, n, d, c.D, qi);
+                    fx_set(&fc->p.query, qi, 127.0);
                 }
             for (int64_t h = 0; h < c.KVN; h++)
                 for (int64_t t = 0; t < fc->L[b]; t++) {
