@@ -130,6 +130,20 @@ static int uses_bf16_weights(const ifa__problem *pb, const ifa__kernel_table *kt
     return pb->inner_precise == 1 && pb->kv_dtype == IFA_DTYPE_BFLOAT16 && kt->pv_bf16_pbf16 != NULL;
 }
 
+/* Whether the float qk (which) or pv (!which) of bfloat16 rows of batch b takes its query or
+ * accumulators in the order of ifa__swap_mid_quads (kernels.h, the table's bf16_swapped_quads):
+ * where the table's own float kernel serves it, that is the rows of b have unit stride along d
+ * (else the reference kernels do, in natural order) and, for pv, P.V does not take bfloat16
+ * weights (pv_bf16_pbf16, natural order). The query is swapped after rounded_query has read it, so
+ * the 16-bit kernels see it in natural order. */
+static int quads_swapped(const ifa__problem *pb, const ifa__kernel_table *kt, int64_t b, int which_qk) {
+    if (!kt->bf16_swapped_quads || pb->kv_dtype != IFA_DTYPE_BFLOAT16 || pb->D < 16) return 0;
+    if (!which_qk && uses_bf16_weights(pb, kt)) return 0;
+    ifa__kv_cursor cur;
+    ifa__kv_cursor_init(&cur, pb, b, 0, 0, 0);
+    return (which_qk ? cur.k.s_d : cur.v.s_d) == 1 || !kt->needs_unit_d_stride;
+}
+
 /* The factor of the raw dot product in the score: scale_value, times dequant_scale1 for an
  * int8 query. */
 static float score_scale(const ifa__problem *pb) {
@@ -931,6 +945,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
                   .rounded = uses_rounded_query(pb, kt), .pv_q16 = uses_fixed_point_pv(pb, kt),
                   .pv_bf16 = uses_bf16_weights(pb, kt), .b = b, .h0 = h0, .per_head = per_head,
                   .state_floats = state_floats, .scratch = scratch, .states = states, .s = s, .alpha = alpha};
+    const int q_swapped = quads_swapped(pb, kt, b, 1);
     for (int64_t i = 0; i < nh; i++) {
         float *qp = scratch + i * per_head, *bias = qp + G * D, *qsum = bias + G;
         float *state = states + i * state_floats;
@@ -938,6 +953,8 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
         if (t1 <= t0) continue;
         prepare_query(pb, kt, b, h0 + i, qp, bias, qsum, s + G * IFA__CHUNK_ROWS);
         if (c.rounded) rounded_query(pb, qp, qsum + G, (int16_t *)q16_of(qp, G, D));
+        if (q_swapped)
+            for (int64_t g = 0; g < G; g++) ifa__swap_mid_quads(qp + g * D, D);
     }
     if (t1 <= t0) return;
     if (pb->full_quant)
@@ -977,15 +994,19 @@ void ifa__write_output(const ifa__problem *pb, const ifa__kernel_table *kt, int6
         else
             for (int64_t d = 0; d < D; d++) off[d] = 0.0f;
     }
+    const int acc_swapped = quads_swapped(pb, kt, b, 0);
     for (int64_t g = 0; g < G; g++) {
         const int64_t n = h * G + g;
         const float l = state[G + g], voff = state[2 * G + g], seen = state[3 * G + g];
         const float *acc = state + 4 * G + g * D;
         if (l > 0.0f || l != l) {
-            if (!pb->full_quant && pb->aq == IFA__AQ_PER_TOKEN) {
+            const int per_token = !pb->full_quant && pb->aq == IFA__AQ_PER_TOKEN;
+            if (per_token)
                 for (int64_t d = 0; d < D; d++) o[d] = (acc[d] + voff) / l;
-            } else {
+            else
                 kt->div_row(acc, l, D, o);
+            if (acc_swapped) ifa__swap_mid_quads(o, D); /* back to natural order, before any per-d factor */
+            if (!per_token) {
                 if (pb->full_quant)
                     kt->mul_row(o, pb->dequant_scale2, D, o);
                 else if (pb->aq == IFA__AQ_PER_CHANNEL)

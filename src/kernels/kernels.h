@@ -156,7 +156,22 @@ typedef struct ifa__kernel_table {
      * rows at D = 128; the AVX-512 host); 1: at least 4 KiB (32 rows) and at most two pages of the
      * paged cache (Zen 3). */
     int heavy_i8_small_windows;
+    /* 1: qk[IFA__KV_BF16] and pv[IFA__KV_BF16] take q and the accumulators with the middle quads
+     * of every whole block of 16 floats swapped (ifa__swap_mid_quads; the last D % 16 floats keep
+     * their order), the order in which they widen 16 bfloat16 elements at a time. attend.c swaps
+     * the query into it and swaps the output back (ifa__bf16_quads_swapped). 0: natural order. */
+    int bf16_swapped_quads;
 } ifa__kernel_table;
+
+/* Swaps floats 4-7 and 8-11 of every whole block of 16 of x[0..D) in place (its own inverse). */
+static inline void ifa__swap_mid_quads(float *x, int64_t D) {
+    for (int64_t d = 0; d + 16 <= D; d += 16)
+        for (int64_t j = 4; j < 8; j++) {
+            const float t = x[d + j];
+            x[d + j] = x[d + j + 4];
+            x[d + j + 4] = t;
+        }
+}
 
 /* The lines of a kernel's `prefetch` list as a stream: a kernel calls ifa__prefetch_next(&s, k)
  * between its loads to issue the next k lines, with k chosen so that the list is spread evenly

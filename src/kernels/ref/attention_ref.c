@@ -174,4 +174,5 @@ const ifa__kernel_table ifa__kernels_ref = {
     .needs_unit_d_stride = 0,
     .split_tokens_wide = 0,
     .heavy_i8_small_windows = 0,
+    .bf16_swapped_quads = 0,
 };

@@ -25,6 +25,11 @@
  *     on VPMADDWD: 16 int16 products added in pairs into 8 int32 lanes, exact, so the same bits as
  *     the reference. AVX2 has no bfloat16 dot product: bf16 KV keeps the float kernels.
  *
+ * bfloat16 rows are read 16 elements at a time and widened by one unpack per 8 (bf16_split), which
+ * leaves each 16-element block with its middle quads swapped. The table says so
+ * (bf16_swapped_quads): attend.c swaps q's quads to match, and the accumulators stay in that order
+ * until the output is written.
+ *
  * D tails: AVX2 has masked loads for 32-bit elements only, so a row's last D % 8 elements (of
  * any dtype) are copied into a zeroed 8-element buffer and converted from there; q and the
  * accumulators (float32) are read with VMASKMOVPS and written back in plain stores of their first
@@ -86,6 +91,17 @@ static __m256 load8_tail(const int kind, const char *p, int64_t count) {
     char buf[32] = { 0 };
     memcpy(buf, p, (size_t)(count * elem_size(kind)));
     return load8(kind, buf);
+}
+
+/* Half `half` of 16 bfloat16 elements at p as float32, one unpack each: half 0 holds elements
+ * 0-3 and 8-11, half 1 elements 4-7 and 12-15 (VPUNPCKLWD and VPUNPCKHWD work inside 128-bit
+ * lanes). So the two halves are a 16-element block with its quads 1 and 2 swapped, the order of
+ * ifa__swap_mid_quads (kernels.h), which the table's bf16_swapped_quads asks attend.c to give q and
+ * the accumulators. load8's widening and shift take two operations per 8 elements where this takes
+ * one, and bfloat16 ran 10-15% slower than float16 in L1 with them (docs/kernels.md). */
+IFA__INLINE __m256 bf16_split(const int half, const char *p) {
+    const __m256i x = _mm256_loadu_si256((const __m256i *)p), zero = _mm256_setzero_si256();
+    return _mm256_castsi256_ps(half ? _mm256_unpackhi_epi16(zero, x) : _mm256_unpacklo_epi16(zero, x));
 }
 
 /* VMASKMOVPS mask of the first count (< 8) lanes. */
@@ -164,7 +180,21 @@ IFA__INLINE void qk_step(const int kind, const int GB, const int R, const float 
     __m256 acc[4][4];
     for (int g = 0; g < GB; g++)
         for (int r = 0; r < R; r++) acc[g][r] = _mm256_setzero_ps();
-    for (int64_t d = 0; d < Dv; d += 8) {
+    int64_t d = 0;
+    if (kind == IFA__KV_BF16) {
+        /* 16 elements of a row per load, in the order of bf16_split (q's quads 1 and 2 swapped). */
+        for (; d + 16 <= D; d += 16)
+            for (int half = 0; half < 2; half++) {
+                __m256 k[4];
+                for (int r = 0; r < R; r++) k[r] = bf16_split(half, (const char *)rows[r] + d * 2);
+                for (int g = 0; g < GB; g++) {
+                    __m256 qv = _mm256_loadu_ps((const float *)qg + g * D + d + 8 * half);
+                    in_register(&qv);
+                    for (int r = 0; r < R; r++) acc[g][r] = _mm256_fmadd_ps(qv, k[r], acc[g][r]);
+                }
+            }
+    }
+    for (; d < Dv; d += 8) {
         __m256 k[4];
         for (int r = 0; r < R; r++) k[r] = load8(kind, (const char *)rows[r] + d * es);
         for (int g = 0; g < GB; g++) {
@@ -259,9 +289,11 @@ IFA__INLINE void qk_q16_step(const int GB, const int R, const int16_t *q, int64_
  * ns per row), against the earlier tile of 8 rows in pairs whose level-1 results stayed in
  * registers: G = 1 7.8 -> 6.3, G = 4 13.9 -> 12.6, G = 7 23.8 -> 21.8, G = 8 24.7 -> 24.3. Three
  * rows for 4 heads (12 accumulators, more slack for the FMA's latency of 4) ran no faster than two
- * (12.5-12.9 against 12.1-12.6 at G = 4, 25.2-25.8 against 23.9-24.2 at G = 8). */
-IFA__INLINE int qk_step_rows(const int GB) {
-    return GB >= 4 ? 2 : GB == 3 ? 3 : 4;
+ * (12.5-12.9 against 12.1-12.6 at G = 4, 25.2-25.8 against 23.9-24.2 at G = 8). bfloat16 K (qk_step's
+ * two halves of 16 elements) takes two rows for 3 heads: G = 3 qk 12.5-12.9 -> 10.9-11.0, G = 7
+ * 26.8-26.9 -> 25.2-25.3 (twenty-fifth session). */
+IFA__INLINE int qk_step_rows(const int form, const int GB) {
+    return GB >= 4 ? 2 : GB == 3 ? (form == IFA__KV_BF16 ? 2 : 3) : 4;
 }
 
 /* The scores of a group of up to QK_GROUP_ROWS rows x GB heads in the form `form` (a compile-time
@@ -271,7 +303,7 @@ IFA__INLINE int qk_step_rows(const int GB) {
 IFA__INLINE void qk_group(const int form, const int GB, const void *q, const float *qscale, int64_t D,
                           const void *const *rows, int64_t m, __m256 (*raw)[QK_GROUP_ROWS], float *scores,
                           int64_t ld, ifa__prefetch_stream *ps, int64_t per_step) {
-    const int R = qk_step_rows(GB);
+    const int R = qk_step_rows(form, GB);
     int64_t r = 0;
 #define QK_STEP(RR)                                                                            \
     do {                                                                                       \
@@ -328,7 +360,7 @@ IFA__INLINE void qk_drive_g(const int form, const void *q, const float *qscale, 
     ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
     int64_t steps = 0;
     for (int64_t g0 = 0; g0 < G; g0 += 4) {
-        const int R = qk_step_rows(G - g0 < 4 ? (int)(G - g0) : 4);
+        const int R = qk_step_rows(form, G - g0 < 4 ? (int)(G - g0) : 4);
         steps += (n + R - 1) / R;
     }
     const int64_t per_step = ifa__prefetch_per_step(&ps, steps);
@@ -386,7 +418,12 @@ IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float
     for (int64_t i = 0; i < n; i++) {
         const char *row = (const char *)vrows[i] + d0 * es;
         __m256 x[3];
-        for (int w = 0; w < nv; w++) x[w] = W == 0 ? load8_tail(kind, row, tail) : load8(kind, row + 8 * w * es);
+        if (kind == IFA__KV_BF16 && W == 2) { /* the accumulators' quads 1 and 2 swapped (bf16_split) */
+            x[0] = bf16_split(0, row);
+            x[1] = bf16_split(1, row);
+        } else {
+            for (int w = 0; w < nv; w++) x[w] = W == 0 ? load8_tail(kind, row, tail) : load8(kind, row + 8 * w * es);
+        }
         for (int g = 0; g < GB; g++) {
             const __m256 pb = _mm256_broadcast_ss(p + g * ld + i);
             for (int w = 0; w < nv; w++) a[g][w] = _mm256_fmadd_ps(pb, x[w], a[g][w]);
@@ -417,7 +454,8 @@ IFA__INLINE void pv_impl_g(const int kind, const float *p, int64_t ld, const int
                            const void *const *v, int64_t n, float *acc, ifa__prefetch_list prefetch) {
     /* The next call's rows are prefetched a few lines per slice of 24 or 16 floats, spread evenly. */
     ifa__prefetch_stream ps = ifa__prefetch_begin_list(prefetch);
-    const int64_t d3 = D % 16 == 0 ? D / 48 * 48 : 0; /* D covered by 24-float slices */
+    /* D covered by 24-float slices; bfloat16 takes 16-float ones only, each a block of bf16_split. */
+    const int64_t d3 = kind != IFA__KV_BF16 && D % 16 == 0 ? D / 48 * 48 : 0;
     const int64_t slices = d3 / 24 + (D - d3) / 16;
     const int64_t per_slice = ifa__prefetch_per_step(&ps, slices);
     int64_t d0 = 0;
@@ -425,7 +463,9 @@ IFA__INLINE void pv_impl_g(const int kind, const float *p, int64_t ld, const int
      * leaves a multiple of 16 (D = 128: 4 x 24 + 2 x 16): 12 chains of dependent FMAs leave the
      * FMA units slack that 8 (2 FMAs per cycle at a latency of 4) do not. In L1, 16 rows per call
      * (sixteenth session, ns per row): G = 1 6.7 -> 5.7, G = 4 12.8 -> 12.3, G = 7 24.0 -> 19.9,
-     * G = 8 26.6 -> 24.5; bfloat16 and int8 rows likewise. */
+     * G = 8 26.6 -> 24.5; int8 rows likewise. bfloat16 rows, whose 16-float slices convert with
+     * one unpack per vector (bf16_split), ran faster so than in 24-float ones converted by load8:
+     * G = 4 pv 12.6-12.7 -> 11.1-11.2, G = 8 26.0 -> 23.4 (twenty-fifth session). */
     for (; d0 < d3; d0 += 24) {
         ifa__prefetch_next(&ps, per_slice);
         pv_heads(kind, 3, p, ld, G, D, v, n, acc, d0);
@@ -864,4 +904,5 @@ const ifa__kernel_table ifa__kernels_avx2 = {
     .needs_unit_d_stride = 1,
     .split_tokens_wide = 1, /* Zen 3: docs/benchmarks.md, eighteenth session */
     .heavy_i8_small_windows = 1, /* Zen 3: docs/benchmarks.md, twenty-third session */
+    .bf16_swapped_quads = 1,     /* bf16_split */
 };

@@ -848,4 +848,5 @@ const ifa__kernel_table ifa__kernels_avx512 = {
     .needs_unit_d_stride = 1,
     .split_tokens_wide = 0,
     .heavy_i8_small_windows = 0,
+    .bf16_swapped_quads = 0,
 };
