@@ -143,7 +143,8 @@ static void worker_init(worker *w, int G, int n, size_t units, int kind) {
     w->s = aligned_alloc(64, (size_t)G * 64 * 4);
     w->acc = aligned_alloc(64, (size_t)G * D * 4);
     for (int i = 0; i < G * D; i++) w->q[i] = (float)(i % 97) / 970.0f, w->acc[i] = 0.0f;
-    if (w->kind == KL_BF16 && KL_TABLE.bf16_swapped_quads) /* the table's order (kernels.h), as attend.c gives it */
+    /* The table's order of bfloat16's q (kernels.h), as attend.c gives it. */
+    if (w->kind == KL_BF16 && KL_TABLE.bf16_swapped_quads)
         for (int g = 0; g < G; g++) ifa__swap_mid_quads(w->q + g * D, D);
     w->q16 = aligned_alloc(64, (size_t)G * D * 2);
     for (int i = 0; i < G * D; i++) w->q16[i] = (int16_t)((i * 7919) % 4001 - 2000);

@@ -159,7 +159,7 @@ typedef struct ifa__kernel_table {
     /* 1: qk[IFA__KV_BF16] and pv[IFA__KV_BF16] take q and the accumulators with the middle quads
      * of every whole block of 16 floats swapped (ifa__swap_mid_quads; the last D % 16 floats keep
      * their order), the order in which they widen 16 bfloat16 elements at a time. attend.c swaps
-     * the query into it and swaps the output back (ifa__bf16_quads_swapped). 0: natural order. */
+     * the query into it and swaps the output back (quads_swapped there). 0: natural order. */
     int bf16_swapped_quads;
 } ifa__kernel_table;
 

@@ -422,7 +422,8 @@ IFA__INLINE void pv_slice(const int kind, const int GB, const int W, const float
             x[0] = bf16_split(0, row);
             x[1] = bf16_split(1, row);
         } else {
-            for (int w = 0; w < nv; w++) x[w] = W == 0 ? load8_tail(kind, row, tail) : load8(kind, row + 8 * w * es);
+            for (int w = 0; w < nv; w++)
+                x[w] = W == 0 ? load8_tail(kind, row, tail) : load8(kind, row + 8 * w * es);
         }
         for (int g = 0; g < GB; g++) {
             const __m256 pb = _mm256_broadcast_ss(p + g * ld + i);
@@ -463,9 +464,9 @@ IFA__INLINE void pv_impl_g(const int kind, const float *p, int64_t ld, const int
      * leaves a multiple of 16 (D = 128: 4 x 24 + 2 x 16): 12 chains of dependent FMAs leave the
      * FMA units slack that 8 (2 FMAs per cycle at a latency of 4) do not. In L1, 16 rows per call
      * (sixteenth session, ns per row): G = 1 6.7 -> 5.7, G = 4 12.8 -> 12.3, G = 7 24.0 -> 19.9,
-     * G = 8 26.6 -> 24.5; int8 rows likewise. bfloat16 rows, whose 16-float slices convert with
-     * one unpack per vector (bf16_split), ran faster so than in 24-float ones converted by load8:
-     * G = 4 pv 12.6-12.7 -> 11.1-11.2, G = 8 26.0 -> 23.4 (twenty-fifth session). */
+     * G = 8 26.6 -> 24.5; int8 rows likewise. bfloat16 rows take 16-float slices only, converted
+     * by one unpack per vector (bf16_split), faster than 24-float ones converted by load8: G = 4
+     * pv 12.6-12.7 -> 11.1-11.2, G = 8 26.0 -> 23.4 (twenty-fifth session). */
     for (; d0 < d3; d0 += 24) {
         ifa__prefetch_next(&ps, per_slice);
         pv_heads(kind, 3, p, ld, G, D, v, n, acc, d0);
