@@ -5,9 +5,9 @@
  * 16 ymm registers of 8 floats:
  *
  * qk  the rows go in groups of up to 24 and the heads in blocks of up to 4. A group is walked in
- *     steps of R rows (qk_step_rows: 2 rows for 4 heads, 3 for 3, 4 for 1 or 2; a step keeps
- *     R x heads accumulators, so each converted K vector feeds one FMA per head and each q vector,
- *     loaded once into a register, R). A step leaves each (row, head) as a vector of 8 partial sums
+ *     steps of R rows (qk_step_rows: 2 rows for 4 heads, 3 for 3 (bfloat16: 2), 4 for 1 or 2; a
+ *     step keeps R x heads accumulators, so each converted K vector feeds one FMA per head and each
+ *     q vector, loaded once into a register, R). A step leaves each (row, head) as a vector of 8 partial sums
  *     in a small buffer; every 8 rows of a head are then reduced together by a transpose-add tree
  *     of 7 shuffle+add steps, never one horizontal sum per score:
  *
@@ -17,9 +17,9 @@
  *     Steps take only existing rows (the last ones of a group 2 or 1 at a time); the partials of
  *     rows past n are zeroed and their lanes not stored.
  *
- * pv  the D axis goes in slices of 24 or 16 floats (3 or 2 ymm) and the heads in blocks of up
- *     to 4: 12 or 8 accumulators stay in registers across all n rows of the chunk; each
- *     converted V vector feeds 4 FMAs.
+ * pv  the D axis goes in slices of 24 or 16 floats (3 or 2 ymm; bfloat16 16 only) and the heads
+ *     in blocks of up to 4: 12 or 8 accumulators stay in registers across all n rows of the chunk;
+ *     each converted V vector feeds 4 FMAs.
  *
  * qk_i8_q16, pv_i8_q16 (int8 KV at inner_precise = 1, kernels.h) the same steps, tiles and trees
  *     on VPMADDWD: 16 int16 products added in pairs into 8 int32 lanes, exact, so the same bits as
