@@ -953,8 +953,7 @@ void ifa__attend_tile(const ifa__problem *pb, const ifa__kernel_table *kt, int64
         if (t1 <= t0) continue;
         prepare_query(pb, kt, b, h0 + i, qp, bias, qsum, s + G * IFA__CHUNK_ROWS);
         if (c.rounded) rounded_query(pb, qp, qsum + G, (int16_t *)q16_of(qp, G, D));
-        if (q_swapped)
-            for (int64_t g = 0; g < G; g++) ifa__swap_mid_quads(qp + g * D, D);
+        if (q_swapped) ifa__swap_mid_quads(qp, G, D);
     }
     if (t1 <= t0) return;
     if (pb->full_quant)
@@ -1005,7 +1004,7 @@ void ifa__write_output(const ifa__problem *pb, const ifa__kernel_table *kt, int6
                 for (int64_t d = 0; d < D; d++) o[d] = (acc[d] + voff) / l;
             else
                 kt->div_row(acc, l, D, o);
-            if (acc_swapped) ifa__swap_mid_quads(o, D); /* back to natural order, before any per-d factor */
+            if (acc_swapped) ifa__swap_mid_quads(o, 1, D); /* back to natural order, before any per-d factor */
             if (!per_token) {
                 if (pb->full_quant)
                     kt->mul_row(o, pb->dequant_scale2, D, o);

@@ -144,8 +144,7 @@ static void worker_init(worker *w, int G, int n, size_t units, int kind) {
     w->acc = aligned_alloc(64, (size_t)G * D * 4);
     for (int i = 0; i < G * D; i++) w->q[i] = (float)(i % 97) / 970.0f, w->acc[i] = 0.0f;
     /* The table's order of bfloat16's q (kernels.h), as attend.c gives it. */
-    if (w->kind == KL_BF16 && KL_TABLE.bf16_swapped_quads)
-        for (int g = 0; g < G; g++) ifa__swap_mid_quads(w->q + g * D, D);
+    if (w->kind == KL_BF16 && KL_TABLE.bf16_swapped_quads) ifa__swap_mid_quads(w->q, G, D);
     w->q16 = aligned_alloc(64, (size_t)G * D * 2);
     for (int i = 0; i < G * D; i++) w->q16[i] = (int16_t)((i * 7919) % 4001 - 2000);
     for (int g = 0; g < 16; g++) w->qscale[g] = 1e-6f;

@@ -163,14 +163,16 @@ typedef struct ifa__kernel_table {
     int bf16_swapped_quads;
 } ifa__kernel_table;
 
-/* Swaps floats 4-7 and 8-11 of every whole block of 16 of x[0..D) in place (its own inverse). */
-static inline void ifa__swap_mid_quads(float *x, int64_t D) {
-    for (int64_t d = 0; d + 16 <= D; d += 16)
-        for (int64_t j = 4; j < 8; j++) {
-            const float t = x[d + j];
-            x[d + j] = x[d + j + 4];
-            x[d + j + 4] = t;
-        }
+/* Swaps floats 4-7 and 8-11 of every whole block of 16 of each of the `rows` rows of D floats at
+ * x, in place (its own inverse). */
+static inline void ifa__swap_mid_quads(float *x, int64_t rows, int64_t D) {
+    for (int64_t r = 0; r < rows; r++, x += D)
+        for (int64_t d = 0; d + 16 <= D; d += 16)
+            for (int64_t j = 4; j < 8; j++) {
+                const float t = x[d + j];
+                x[d + j] = x[d + j + 4];
+                x[d + j + 4] = t;
+            }
 }
 
 /* The lines of a kernel's `prefetch` list as a stream: a kernel calls ifa__prefetch_next(&s, k)

@@ -156,11 +156,6 @@ static int swaps_quads(const ifa__kernel_table *t, ifa__kv_kind kind)
     return t->bf16_swapped_quads && kind == IFA__KV_BF16;
 }
 
-static void swap_rows(float *x, int64_t rows, int64_t D)
-{
-    for (int64_t g = 0; g < rows; g++) ifa__swap_mid_quads(x + g * D, D);
-}
-
 static void check_qk(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, int64_t n, int64_t G, uint64_t seed)
 {
     rng r = rng_seed(seed);
@@ -174,7 +169,7 @@ static void check_qk(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, i
     ifa__kernels_ref.qk[kind](q, G, D, rows, 1, n, want, LD, IFA__NO_PREFETCH);
     float *qt = malloc((size_t)(G * D) * sizeof *qt);
     memcpy(qt, q, (size_t)(G * D) * sizeof *qt);
-    if (swaps_quads(t, kind)) swap_rows(qt, G, D);
+    if (swaps_quads(t, kind)) ifa__swap_mid_quads(qt, G, D);
     t->qk[kind](qt, G, D, rows, 1, n, got, LD, (ifa__prefetch_list){pf, n, D * elem_bytes(kind)});
     free(qt);
     int bad = 0;
@@ -264,9 +259,9 @@ static void check_pv(const ifa__kernel_table *t, ifa__kv_kind kind, int64_t D, i
     pv_case c;
     pv_case_make(&c, kind, D, n, G, seed);
     ifa__kernels_ref.pv[kind](c.p, LD, G, D, c.rows, 1, n, c.want, IFA__NO_PREFETCH);
-    if (swaps_quads(t, kind)) swap_rows(c.got, G, D);
+    if (swaps_quads(t, kind)) ifa__swap_mid_quads(c.got, G, D);
     t->pv[kind](c.p, LD, G, D, c.rows, 1, n, c.got, (ifa__prefetch_list){c.pf, n, D * elem_bytes(kind)});
-    if (swaps_quads(t, kind)) swap_rows(c.got, G, D);
+    if (swaps_quads(t, kind)) ifa__swap_mid_quads(c.got, G, D);
     CHECK_MSG(c.got[G * D] == SENTINEL, "%s pv %s D=%lld n=%lld G=%lld: wrote past acc", t->isa, k_kind_names[kind],
               (long long)D, (long long)n, (long long)G);
     for (int64_t j = 0; j < G * D; j++) {
