@@ -1004,7 +1004,8 @@ void ifa__write_output(const ifa__problem *pb, const ifa__kernel_table *kt, int6
                 for (int64_t d = 0; d < D; d++) o[d] = (acc[d] + voff) / l;
             else
                 kt->div_row(acc, l, D, o);
-            if (acc_swapped) ifa__swap_mid_quads(o, 1, D); /* back to natural order, before any per-d factor */
+            /* Back to natural order, before any factor per d. */
+            if (acc_swapped) ifa__swap_mid_quads(o, 1, D);
             if (!per_token) {
                 if (pb->full_quant)
                     kt->mul_row(o, pb->dequant_scale2, D, o);
