@@ -20,6 +20,12 @@
  * This is the ceiling of the kernels on contiguous rows with the simplest prefetch: what the
  * library loses beyond it is the paged form and its bookkeeping.
  *
+ * KL_3D=1 in the environment makes dram read the rows as a (blocks, bs, KVN*D) cache holds them,
+ * 8 heads of a token side by side (a head's rows 8 rows apart), and visit them as attend.c's dense
+ * windows do: windows of n tokens, the 8 heads of a window in turn, each head's call prefetching
+ * its eighth of the window ahead as whole tokens in address order (dist is then unused). That is
+ * the kernels on the 3-D cache's pattern, without the paging and the bookkeeping of attend.c.
+ *
  * Build and run (from the repository root):
  *
  *   gcc -O3 -DNDEBUG -pthread -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 \
@@ -67,6 +73,11 @@
  * per row with the kernels' prefetch stream one unit ahead, 59.8-64.6 without it (dist 0); G = 8
  * 67.5-79.0 against 88.7-131. The hardware prefetchers alone do not keep up even on these
  * contiguous rows (docs/benchmarks.md).
+ * Twenty-sixth session, the same host, dram, two threads, 2-3 interleaved runs, ns per row per
+ * core, contiguous against KL_3D: f16 G = 4 n = 16 37.7-38.3 against 40.2-40.9 (n = 32 in 3-D:
+ * 44.0-45.2); i8q16 G = 4 n = 32 26.5-26.9 against 29.8-30.3; f16 G = 8 n = 32 61.7-62.6 against
+ * 69.7-70.8. The library in the same minutes (Llama-3-8B or -70B, B = 4, L = 4K, 3-D cache):
+ * about 45, 34 and 75.5 (docs/benchmarks.md).
  */
 #define _DEFAULT_SOURCE /* madvise and MADV_HUGEPAGE */
 #define _POSIX_C_SOURCE 200809L
@@ -162,18 +173,12 @@ static void worker_init(worker *w, int G, int n, size_t units, int kind) {
     for (int g = 0; g < 16; g++) w->m[g] = 30.0f, w->l[g] = 0.0f;
 }
 
-/* qk, softmax and pv of unit u, prefetching unit `ahead` (or nothing when ahead < 0). */
-static void unit_call(worker *w, size_t u, long ahead, int parts) {
+/* qk, softmax and pv (the parts of `parts`: 1, 2, 4) of the rows kr and vr, prefetching pk and
+ * pv. */
+static void unit_rows(worker *w, const void *const *kr, const void *const *vr, ifa__prefetch_list pk,
+                      ifa__prefetch_list pv, int parts) {
     const ifa__kernel_table *t = &KL_TABLE;
-    const void *const *kr = w->krows + u * (size_t)w->n, *const *vr = w->vrows + u * (size_t)w->n;
-    ifa__prefetch_list pk = IFA__NO_PREFETCH, pv = IFA__NO_PREFETCH;
-    if (ahead >= 0) {
-        pk = (ifa__prefetch_list){w->krows + (size_t)ahead * w->n, w->n, D * 2};
-        pv = (ifa__prefetch_list){w->vrows + (size_t)ahead * w->n, w->n, D * 2};
-    }
-    const int64_t rb = w->kind == KL_F16 || w->kind == KL_BF16 ? D * 2 : D;
     const ifa__kv_kind fk = w->kind == KL_F16 ? IFA__KV_F16 : w->kind == KL_BF16 ? IFA__KV_BF16 : IFA__KV_I8;
-    pk.bytes = pk.n ? rb : 0, pv.bytes = pv.n ? rb : 0;
     if (parts & 1) {
         if (w->kind == KL_I8Q16)
             t->qk_i8_q16(w->q16, w->qscale, w->G, D, kr, w->n, w->s, 64, pk);
@@ -189,6 +194,46 @@ static void unit_call(worker *w, size_t u, long ahead, int parts) {
     }
 }
 
+/* Bytes of one row of the worker's kind. */
+static int64_t row_bytes(const worker *w) {
+    return w->kind == KL_F16 || w->kind == KL_BF16 ? D * 2 : D;
+}
+
+/* Unit u of the contiguous form, prefetching unit `ahead` (or nothing when ahead < 0). */
+static void unit_call(worker *w, size_t u, long ahead, int parts) {
+    const void *const *kr = w->krows + u * (size_t)w->n, *const *vr = w->vrows + u * (size_t)w->n;
+    ifa__prefetch_list pk = IFA__NO_PREFETCH, pv = IFA__NO_PREFETCH;
+    if (ahead >= 0) {
+        pk = (ifa__prefetch_list){w->krows + (size_t)ahead * w->n, w->n, (int32_t)row_bytes(w)};
+        pv = (ifa__prefetch_list){w->vrows + (size_t)ahead * w->n, w->n, (int32_t)row_bytes(w)};
+    }
+    unit_rows(w, kr, vr, pk, pv, parts);
+}
+
+/* KL_3D: the rows as a (blocks, bs, KVN*D) page holds them, HEADS_3D heads of a token side by
+ * side, visited as attend.c's dense windows visit them: windows of n tokens, the heads of a window
+ * in turn, each head's unit prefetching its share of the window ahead as whole token stretches in
+ * address order (window_prefetch). Head h of window `win` of `wins`. */
+#define HEADS_3D 8
+static void unit_3d(worker *w, size_t win, int h, size_t wins) {
+    const void *kr[64], *vr[64], *pkr[HEADS_3D * 64], *pvr[HEADS_3D * 64];
+    const int n = w->n;
+    const size_t rb = (size_t)row_bytes(w);
+    const char *k = (const char *)w->k, *v = (const char *)w->v;
+    for (int i = 0; i < n; i++) {
+        kr[i] = k + ((win * (size_t)n + (size_t)i) * HEADS_3D + (size_t)h) * rb;
+        vr[i] = v + ((win * (size_t)n + (size_t)i) * HEADS_3D + (size_t)h) * rb;
+    }
+    const size_t ahead = (win + 1) % wins;
+    int m = 0;
+    for (int r = h * n / HEADS_3D; r < (h + 1) * n / HEADS_3D; r++, m++) {
+        pkr[m] = k + (ahead * (size_t)n + (size_t)r) * HEADS_3D * rb;
+        pvr[m] = v + (ahead * (size_t)n + (size_t)r) * HEADS_3D * rb;
+    }
+    unit_rows(w, kr, vr, (ifa__prefetch_list){pkr, m, (int32_t)(HEADS_3D * rb)},
+              (ifa__prefetch_list){pvr, m, (int32_t)(HEADS_3D * rb)}, 7);
+}
+
 /* Best ns per row of `parts` over 100 rounds of 200 calls on unit 0 (rows in L1). */
 static double l1_time(worker *w, int parts) {
     double best = 1e30;
@@ -201,14 +246,22 @@ static double l1_time(worker *w, int parts) {
     return best;
 }
 
+static int side_by_side; /* KL_3D */
+
 static void *dram_run(void *arg) {
     worker *w = arg;
     double best = 1e30;
+    const size_t wins = w->units / HEADS_3D; /* windows of the 3-D form: as many rows or fewer */
     for (int r = 0; r < 5; r++) {
         const double t0 = now();
-        for (size_t u = 0; u < w->units; u++)
-            unit_call(w, u, w->dist == 0 ? -1 : (long)((u + (size_t)w->dist) % w->units), 7);
-        const double ns = (now() - t0) / (double)(w->units * (size_t)w->n) * 1e9;
+        if (side_by_side)
+            for (size_t win = 0; win < wins; win++)
+                for (int h = 0; h < HEADS_3D; h++) unit_3d(w, win, h, wins);
+        else
+            for (size_t u = 0; u < w->units; u++)
+                unit_call(w, u, w->dist == 0 ? -1 : (long)((u + (size_t)w->dist) % w->units), 7);
+        const double rows = (double)(side_by_side ? wins * HEADS_3D : w->units) * w->n;
+        const double ns = (now() - t0) / rows * 1e9;
         if (ns < best) best = ns;
     }
     w->ns_per_row = best;
@@ -243,6 +296,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "threads must be 1 or 2, dist at least 0 (0: no software prefetch)\n");
         return 2;
     }
+    side_by_side = getenv("KL_3D") != NULL;
     worker w[2];
     pthread_t th[2];
     for (int i = 0; i < threads; i++) {
@@ -253,7 +307,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < threads; i++) pthread_join(th[i], NULL);
     double worst = 0.0;
     for (int i = 0; i < threads; i++) worst = w[i].ns_per_row > worst ? w[i].ns_per_row : worst;
-    printf("dram G=%d n=%d threads=%d dist=%d: %.2f ns per row per core, %.1f GB/s of K and V (acc %g)\n", G, n,
-           threads, dist, worst, threads * 2.0 * D * (kind == KL_F16 || kind == KL_BF16 ? 2 : 1) / worst, (double)w[0].acc[1]);
+    printf("dram%s G=%d n=%d threads=%d dist=%d: %.2f ns per row per core, %.1f GB/s of K and V (acc %g)\n",
+           side_by_side ? " 3-D" : "", G, n, threads, dist, worst,
+           threads * 2.0 * (double)row_bytes(&w[0]) / worst, (double)w[0].acc[1]);
     return 0;
 }
