@@ -25,6 +25,7 @@
  * windows do: windows of n tokens, the 8 heads of a window in turn, each head's call prefetching
  * its eighth of the window ahead as whole tokens in address order (dist is then unused). That is
  * the kernels on the 3-D cache's pattern, without the paging and the bookkeeping of attend.c.
+ * int8 rows then read bytes of the float16 fill as well: any values time the same there.
  *
  * Build and run (from the repository root):
  *
@@ -204,8 +205,8 @@ static void unit_call(worker *w, size_t u, long ahead, int parts) {
     const void *const *kr = w->krows + u * (size_t)w->n, *const *vr = w->vrows + u * (size_t)w->n;
     ifa__prefetch_list pk = IFA__NO_PREFETCH, pv = IFA__NO_PREFETCH;
     if (ahead >= 0) {
-        pk = (ifa__prefetch_list){w->krows + (size_t)ahead * w->n, w->n, (int32_t)row_bytes(w)};
-        pv = (ifa__prefetch_list){w->vrows + (size_t)ahead * w->n, w->n, (int32_t)row_bytes(w)};
+        pk = (ifa__prefetch_list){w->krows + (size_t)ahead * w->n, w->n, row_bytes(w)};
+        pv = (ifa__prefetch_list){w->vrows + (size_t)ahead * w->n, w->n, row_bytes(w)};
     }
     unit_rows(w, kr, vr, pk, pv, parts);
 }
@@ -216,7 +217,7 @@ static void unit_call(worker *w, size_t u, long ahead, int parts) {
  * address order (window_prefetch). Head h of window `win` of `wins`. */
 #define HEADS_3D 8
 static void unit_3d(worker *w, size_t win, int h, size_t wins) {
-    const void *kr[64], *vr[64], *pkr[HEADS_3D * 64], *pvr[HEADS_3D * 64];
+    const void *kr[64], *vr[64], *pkr[64], *pvr[64];
     const int n = w->n;
     const size_t rb = (size_t)row_bytes(w);
     const char *k = (const char *)w->k, *v = (const char *)w->v;
@@ -230,8 +231,8 @@ static void unit_3d(worker *w, size_t win, int h, size_t wins) {
         pkr[m] = k + (ahead * (size_t)n + (size_t)r) * HEADS_3D * rb;
         pvr[m] = v + (ahead * (size_t)n + (size_t)r) * HEADS_3D * rb;
     }
-    unit_rows(w, kr, vr, (ifa__prefetch_list){pkr, m, (int32_t)(HEADS_3D * rb)},
-              (ifa__prefetch_list){pvr, m, (int32_t)(HEADS_3D * rb)}, 7);
+    unit_rows(w, kr, vr, (ifa__prefetch_list){pkr, m, (int64_t)(HEADS_3D * rb)},
+              (ifa__prefetch_list){pvr, m, (int64_t)(HEADS_3D * rb)}, 7);
 }
 
 /* Best ns per row of `parts` over 100 rounds of 200 calls on unit 0 (rows in L1). */
