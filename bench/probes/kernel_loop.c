@@ -39,9 +39,17 @@
  *   /tmp/kernel_loop dram G [n] [threads] [dist]  defaults 32, 2, 1 (dist 0: no software prefetch)
  *
  * -DDRAM_BYTES=... sets the rows' bytes per thread (K and V together; 128 MiB by default), so that
- * the same loop runs from L2 or L3. KL_HUGE=1 in the environment asks for transparent huge pages
- * (madvise), as ifa_bench --huge-pages does; without it the rows lie on 4 KiB pages wherever
- * transparent huge pages are madvise-only.
+ * the same loop runs from L2 or L3 (below 16 MiB, with proportionally more rounds). KL_HUGE=1 in
+ * the environment asks for transparent huge pages (madvise), as ifa_bench --huge-pages does;
+ * without it the rows lie on 4 KiB pages wherever transparent huge pages are madvise-only.
+ *
+ * Three more switches of the environment, for dram (twenty-seventh session):
+ *   KL_AB=1     every round twice, with the prefetch stream and without it (dist 0), in one
+ *               process; prints both and their ratio. Not with KL_3D.
+ *   KL_SELF=1   each unit's stream lists the unit's own rows: with the rows in cache, the cost of
+ *               issuing the prefetches alone.
+ *   KL_PARTS=n  which kernels run: qk 1, softmax 2, pv 4 (default 7, all three). pv_i8_q16
+ *               without the softmax finds its weights all 0 and returns at once.
  *
  * These are the library's flags for that file. With -march=native instead, GCC 12 (which does
  * not know this Zen 5 by name) compiled the kernels 15-20% slower in L1: qk 11.7 against 9.9 ns
@@ -79,6 +87,10 @@
  * 44.0-45.2); i8q16 G = 4 n = 32 26.5-26.9 against 29.8-30.3; f16 G = 8 n = 32 61.7-62.6 against
  * 69.7-70.8. The library in the same minutes (Llama-3-8B or -70B, B = 4, L = 4K, 3-D cache):
  * about 45, 34 and 75.5 (docs/benchmarks.md).
+ * Twenty-seventh session, the same host, -DDRAM_BYTES=262144, one thread, n = 32, KL_AB=1
+ * KL_SELF=1, time with / without the stream: f16 G = 4 1.26-1.27 (qk 1.25-1.27, pv 1.29-1.30),
+ * G = 8 1.07-1.14; i8q16 G = 4 1.10-1.11, G = 8 1.06-1.08. From DRAM (128 MiB, two threads):
+ * 0.67, 0.78 and 0.71 (docs/benchmarks.md).
  */
 #define _DEFAULT_SOURCE /* madvise and MADV_HUGEPAGE */
 #define _POSIX_C_SOURCE 200809L
@@ -118,6 +130,7 @@ typedef struct worker {
     const void **krows, **vrows;
     float *q, *s, *acc, m[16], l[16], alpha[16];
     double ns_per_row;
+    double ns_no_prefetch; /* KL_AB: the same rounds without the prefetch stream */
 } worker;
 
 enum { KL_F16, KL_I8, KL_I8Q16, KL_BF16 };
@@ -248,24 +261,41 @@ static double l1_time(worker *w, int parts) {
 }
 
 static int side_by_side; /* KL_3D */
+static int pf_self;      /* KL_SELF: each unit's stream lists its own rows */
+static int pf_ab;        /* KL_AB: every round twice, with and without the prefetch stream */
+static int dram_parts = 7; /* KL_PARTS: which of qk (1), softmax (2) and pv (4) dram runs */
+
+/* Rounds of dram_run: 5 over the default 128 MiB; a run from L2 or L3 (-DDRAM_BYTES below 16 MiB)
+ * takes proportionally more, so that each form gets a few milliseconds in all. */
+#define DRAM_ROUNDS (DRAM_BYTES >= ((size_t)16 << 20) ? 5 : (int)(5 * (((size_t)16 << 20) / DRAM_BYTES)))
+
+/* One pass over the worker's rows, prefetching `dist` units ahead (0: no prefetch); ns per row. */
+static double dram_pass(worker *w, int dist) {
+    const size_t wins = w->units / HEADS_3D; /* windows of the 3-D form: as many rows or fewer */
+    const double t0 = now();
+    if (side_by_side)
+        for (size_t win = 0; win < wins; win++)
+            for (int h = 0; h < HEADS_3D; h++) unit_3d(w, win, h, wins);
+    else
+        for (size_t u = 0; u < w->units; u++) {
+            const long ahead = dist == 0 ? -1 : pf_self ? (long)u : (long)((u + (size_t)dist) % w->units);
+            unit_call(w, u, ahead, dram_parts);
+        }
+    const double rows = (double)(side_by_side ? wins * HEADS_3D : w->units) * w->n;
+    return (now() - t0) / rows * 1e9;
+}
 
 static void *dram_run(void *arg) {
     worker *w = arg;
-    double best = 1e30;
-    const size_t wins = w->units / HEADS_3D; /* windows of the 3-D form: as many rows or fewer */
-    for (int r = 0; r < 5; r++) {
-        const double t0 = now();
-        if (side_by_side)
-            for (size_t win = 0; win < wins; win++)
-                for (int h = 0; h < HEADS_3D; h++) unit_3d(w, win, h, wins);
-        else
-            for (size_t u = 0; u < w->units; u++)
-                unit_call(w, u, w->dist == 0 ? -1 : (long)((u + (size_t)w->dist) % w->units), 7);
-        const double rows = (double)(side_by_side ? wins * HEADS_3D : w->units) * w->n;
-        const double ns = (now() - t0) / rows * 1e9;
-        if (ns < best) best = ns;
+    w->ns_per_row = w->ns_no_prefetch = 1e30;
+    for (int r = 0; r < DRAM_ROUNDS; r++) {
+        const double ns = dram_pass(w, w->dist);
+        if (ns < w->ns_per_row) w->ns_per_row = ns;
+        if (pf_ab) {
+            const double off = dram_pass(w, 0);
+            if (off < w->ns_no_prefetch) w->ns_no_prefetch = off;
+        }
     }
-    w->ns_per_row = best;
     return NULL;
 }
 
@@ -298,6 +328,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     side_by_side = getenv("KL_3D") != NULL;
+    pf_self = getenv("KL_SELF") != NULL;
+    pf_ab = getenv("KL_AB") != NULL;
+    if (getenv("KL_PARTS") != NULL) dram_parts = atoi(getenv("KL_PARTS"));
+    if (dram_parts < 1 || dram_parts > 7 || (pf_ab && (side_by_side || dist == 0))) {
+        fprintf(stderr, "KL_PARTS must be 1-7; KL_AB needs dist >= 1 and not KL_3D\n");
+        return 2;
+    }
     worker w[2];
     pthread_t th[2];
     for (int i = 0; i < threads; i++) {
@@ -311,5 +348,11 @@ int main(int argc, char **argv) {
     printf("dram%s G=%d n=%d threads=%d dist=%d: %.2f ns per row per core, %.1f GB/s of K and V (acc %g)\n",
            side_by_side ? " 3-D" : "", G, n, threads, dist, worst,
            threads * 2.0 * (double)row_bytes(&w[0]) / worst, (double)w[0].acc[1]);
+    if (pf_ab) {
+        double off = 0.0;
+        for (int i = 0; i < threads; i++) off = w[i].ns_no_prefetch > off ? w[i].ns_no_prefetch : off;
+        printf("  without the prefetch stream (KL_AB, the same rounds): %.2f ns per row per core; "
+               "with / without %.3f\n", off, worst / off);
+    }
     return 0;
 }
