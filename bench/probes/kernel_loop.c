@@ -45,9 +45,9 @@
  *
  * Three more switches of the environment, for dram (twenty-seventh session):
  *   KL_AB=1     every round twice, with the prefetch stream and without it (dist 0), in one
- *               process; prints both and their ratio. Not with KL_3D.
+ *               process; prints both and their ratio.
  *   KL_SELF=1   each unit's stream lists the unit's own rows: with the rows in cache, the cost of
- *               issuing the prefetches alone.
+ *               issuing the prefetches alone. KL_AB and KL_SELF need dist >= 1 and not KL_3D.
  *   KL_PARTS=n  which kernels run: qk 1, softmax 2, pv 4 (default 7, all three). pv_i8_q16
  *               without the softmax finds its weights all 0 and returns at once.
  *
@@ -227,9 +227,9 @@ static void unit_call(worker *w, size_t u, long ahead, int parts) {
 /* KL_3D: the rows as a (blocks, bs, KVN*D) page holds them, HEADS_3D heads of a token side by
  * side, visited as attend.c's dense windows visit them: windows of n tokens, the heads of a window
  * in turn, each head's unit prefetching its share of the window ahead as whole token stretches in
- * address order (window_prefetch). Head h of window `win` of `wins`. */
+ * address order (window_prefetch). Head h of window `win` of `wins`; `parts` as unit_rows. */
 #define HEADS_3D 8
-static void unit_3d(worker *w, size_t win, int h, size_t wins) {
+static void unit_3d(worker *w, size_t win, int h, size_t wins, int parts) {
     const void *kr[64], *vr[64], *pkr[64], *pvr[64];
     const int n = w->n;
     const size_t rb = (size_t)row_bytes(w);
@@ -245,7 +245,7 @@ static void unit_3d(worker *w, size_t win, int h, size_t wins) {
         pvr[m] = v + (ahead * (size_t)n + (size_t)r) * HEADS_3D * rb;
     }
     unit_rows(w, kr, vr, (ifa__prefetch_list){pkr, m, (int64_t)(HEADS_3D * rb)},
-              (ifa__prefetch_list){pvr, m, (int64_t)(HEADS_3D * rb)}, 7);
+              (ifa__prefetch_list){pvr, m, (int64_t)(HEADS_3D * rb)}, parts);
 }
 
 /* Best ns per row of `parts` over 100 rounds of 200 calls on unit 0 (rows in L1). */
@@ -275,7 +275,7 @@ static double dram_pass(worker *w, int dist) {
     const double t0 = now();
     if (side_by_side)
         for (size_t win = 0; win < wins; win++)
-            for (int h = 0; h < HEADS_3D; h++) unit_3d(w, win, h, wins);
+            for (int h = 0; h < HEADS_3D; h++) unit_3d(w, win, h, wins, dram_parts);
     else
         for (size_t u = 0; u < w->units; u++) {
             const long ahead = dist == 0 ? -1 : pf_self ? (long)u : (long)((u + (size_t)dist) % w->units);
@@ -331,8 +331,8 @@ int main(int argc, char **argv) {
     pf_self = getenv("KL_SELF") != NULL;
     pf_ab = getenv("KL_AB") != NULL;
     if (getenv("KL_PARTS") != NULL) dram_parts = atoi(getenv("KL_PARTS"));
-    if (dram_parts < 1 || dram_parts > 7 || (pf_ab && (side_by_side || dist == 0))) {
-        fprintf(stderr, "KL_PARTS must be 1-7; KL_AB needs dist >= 1 and not KL_3D\n");
+    if (dram_parts < 1 || dram_parts > 7 || ((pf_ab || pf_self) && (side_by_side || dist == 0))) {
+        fprintf(stderr, "KL_PARTS must be 1-7; KL_AB and KL_SELF need dist >= 1 and not KL_3D\n");
         return 2;
     }
     worker w[2];
