@@ -13,7 +13,7 @@
 #   8. scripts/emulated.sh: the C tests on emulated x86-64 CPUs without AVX-512 and without AVX,
 #      and an arm64 cross build with its C tests, under QEMU (about 2.5 minutes); on a CPU with
 #      AVX2 but without AVX-512, the C tests and the Python suite on the AVX-512 kernels compiled
-#      against SIMDe (about 4 minutes). It installs its Debian packages (qemu-user,
+#      against SIMDe (about 2.5 minutes). It installs its Debian packages (qemu-user,
 #      gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, libsimde-dev) where it runs as root, and
 #      skips what their absence prevents; IFA_EMULATED=0 skips the step.
 # docs/reliability.md says what each sanitizer step guarantees and how to run longer checks.
