@@ -26,13 +26,6 @@ static double now(void)
 static uint16_t halves[4096];
 static float floats[4096];
 
-/* The 16 FMAs of one iteration: k0 feeds the first 8, k1 the second 8. */
-#define SIXTEEN_FMAS(k0, k1)                                                                         \
-    do {                                                                                             \
-        for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(k0, q, acc[j]);                         \
-        for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(k1, q, acc[j]);                         \
-    } while (0)
-
 static float sum8(const __m256 *acc)
 {
     __m256 s = acc[0];
@@ -42,46 +35,30 @@ static float sum8(const __m256 *acc)
     return out[0];
 }
 
-__attribute__((noinline)) static float loop_f32(const float *q_in)
+/* ITERS iterations of 16 FMAs fed by `nk` vectors of K, each feeding 16 / nk accumulators in turn
+ * (nk = 2: each vector all 8; nk = 4: the first 4, then the last 4), loaded as floats or, with
+ * `convert`, as halves through VCVTPH2PS. Always inline, so that each caller below is its own loop
+ * with nk and convert as constants. The K data cycles through 2048 elements, in L1. */
+__attribute__((always_inline)) static inline float fma_loop(const float *q_in, const int nk, const int convert)
 {
+    const int per = 16 / nk;
     __m256 acc[8], q = _mm256_loadu_ps(q_in);
     for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
     for (long i = 0; i < ITERS; i++) {
-        const float *p = floats + (i & 127) * 16;
-        SIXTEEN_FMAS(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8));
+        const long at = (i & (256 / nk - 1)) * 8 * nk;
+        __m256 k[4];
+        for (int v = 0; v < nk; v++)
+            k[v] = convert ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(halves + at + 8 * v)))
+                           : _mm256_loadu_ps(floats + at + 8 * v);
+        for (int v = 0; v < nk; v++)
+            for (int j = v * per % 8; j < v * per % 8 + per; j++) acc[j] = _mm256_fmadd_ps(k[v], q, acc[j]);
     }
     return sum8(acc);
 }
 
-__attribute__((noinline)) static float loop_cvt8(const float *q_in)
-{
-    __m256 acc[8], q = _mm256_loadu_ps(q_in);
-    for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
-    for (long i = 0; i < ITERS; i++) {
-        const uint16_t *p = halves + (i & 127) * 16;
-        SIXTEEN_FMAS(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)),
-                     _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8))));
-    }
-    return sum8(acc);
-}
-
-__attribute__((noinline)) static float loop_cvt4(const float *q_in)
-{
-    __m256 acc[8], q = _mm256_loadu_ps(q_in);
-    for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
-    for (long i = 0; i < ITERS; i++) {
-        const uint16_t *p = halves + (i & 63) * 32;
-        const __m256 k0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-        const __m256 k1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
-        const __m256 k2 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16)));
-        const __m256 k3 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 24)));
-        for (int j = 0; j < 4; j++) acc[j] = _mm256_fmadd_ps(k0, q, acc[j]);
-        for (int j = 4; j < 8; j++) acc[j] = _mm256_fmadd_ps(k1, q, acc[j]);
-        for (int j = 0; j < 4; j++) acc[j] = _mm256_fmadd_ps(k2, q, acc[j]);
-        for (int j = 4; j < 8; j++) acc[j] = _mm256_fmadd_ps(k3, q, acc[j]);
-    }
-    return sum8(acc);
-}
+__attribute__((noinline)) static float loop_f32(const float *q_in) { return fma_loop(q_in, 2, 0); }
+__attribute__((noinline)) static float loop_cvt8(const float *q_in) { return fma_loop(q_in, 2, 1); }
+__attribute__((noinline)) static float loop_cvt4(const float *q_in) { return fma_loop(q_in, 4, 1); }
 
 int main(void)
 {
