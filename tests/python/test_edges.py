@@ -206,6 +206,27 @@ def test_lengths_absent_contiguous_is_full():
     check_case(case)
 
 
+@pytest.mark.parametrize("form", ["contig", "list"])
+def test_lengths_empty_is_absent(form):
+    """docs/design.md: an empty actual_seq_lengths is absent, like any optional tensor with no
+    element; on a contiguous or list cache that means every stored token."""
+    case = make_case(_rng(16), layout="BSH", form=form, qdtype="float16", B=2, KVN=1, D=16,
+                     lens=[7, 7], omit_lengths=True)
+    gold = case.golden()
+    for val in ([], (), torch.empty(0, dtype=torch.int64), np.zeros(0, np.int32)):
+        assert_matches(case, op()(**case.kwargs("torch", actual_seq_lengths=val)), gold)
+
+
+@pytest.mark.parametrize("form", ["contig", "list", "pad"])
+def test_block_size_ignored_without_block_table(form):
+    """docs/design.md: block_size means something only with a block_table."""
+    case = make_case(_rng(17), layout="BSH", form=form, qdtype="float16", B=2, KVN=1, G=2, D=16,
+                     lens=[5, 3])
+    gold = case.golden()
+    for bs in (0, 1, 7, -3):
+        assert_matches(case, op()(**case.kwargs("torch", block_size=bs)), gold)
+
+
 # ---------------------------------------------------------------- key_list forms
 
 
