@@ -51,10 +51,11 @@ TOLERANCES = {
     ("bfloat16", "float", 0): (8e-3, 8e-3), ("bfloat16", "float", 1): (1.6e-2, 1.6e-2),
     ("bfloat16", "int8", 0): (8e-3, 8e-3), ("bfloat16", "int8", 1): (1.6e-2, 1.6e-2),
     ("int8", "int8", 0): (1e-2, 1e-2), ("int8", "int8", 1): (1e-2, 1e-2),
-    # Not in the SPEC 11 table (float32 query over int8 KV).  Assumption: float32 accuracy at
-    # inner_precise 0 (everything float32 after loading), the float16 row at 1 (the query may be
-    # quantised to int8 for int8 dot products, SPEC 9).
-    ("float32", "int8", 0): (1e-5, 1e-5), ("float32", "int8", 1): (2e-3, 2e-3),
+    # Not in the SPEC 11 table (float32 query over int8 KV); decided in docs/design.md: float32
+    # accuracy at inner_precise 0 (everything float32 after loading), 5e-4 at 1, where the query
+    # is rounded to int16 for the integer dot products (SPEC 9). 35,000 random_case seeds
+    # reached at most 15x float32's bound (1.5e-4; AVX-512 through SIMDe 16x), median 2x.
+    ("float32", "int8", 0): (1e-5, 1e-5), ("float32", "int8", 1): (5e-4, 5e-4),
 }
 
 
