@@ -51,9 +51,10 @@ install_tools() {
 
 cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
 has_flag() { case " ${cpu_flags#*:} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-# The native CPU runs the AVX2 kernels itself: AVX2, FMA and F16C, and no AVX-512F.
-native_is_avx2() { [ "$(uname -m)" = x86_64 ] && has_flag avx2 && has_flag fma && has_flag f16c &&
-                   ! has_flag avx512f; }
+# The native CPU has what the AVX2 kernels need: x86-64 with AVX2, FMA and F16C.
+native_has_avx2() { [ "$(uname -m)" = x86_64 ] && has_flag avx2 && has_flag fma && has_flag f16c; }
+# ... and runs them itself: no AVX-512F.
+native_is_avx2() { native_has_avx2 && ! has_flag avx512f; }
 
 if ! command -v qemu-x86_64 >/dev/null 2>&1; then
   echo "x86-64 models: skipped (no qemu-x86_64; Debian package qemu-user)"
@@ -96,7 +97,7 @@ else
   ctest --test-dir build/arm64 --output-on-failure -j"$JOBS"
 fi
 
-if [ "$(uname -m)" != x86_64 ] || ! has_flag avx2 || ! has_flag fma || ! has_flag f16c; then
+if ! native_has_avx2; then
   echo "AVX-512 through SIMDe: skipped (needs an x86-64 CPU with AVX2, FMA and F16C)"
 elif has_flag avx512f; then
   echo "AVX-512 through SIMDe: skipped (this CPU runs the AVX-512 kernels themselves)"
