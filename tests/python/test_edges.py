@@ -571,3 +571,27 @@ def test_int8_kv_many_tiny_weights(peak, inner_precise):
     w = np.exp(-12.0)
     want = (L - 1) * w * 1.0 / (1.0 + (L - 1) * w)  # about 0.024, all from the tiny weights
     np.testing.assert_allclose(got, np.full((1, 1, D), want), rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("inner_precise", [0, 1])
+@pytest.mark.parametrize("kv", ["int8", "same"])
+@pytest.mark.parametrize("qdtype", ["float16", "bfloat16", "float32"])
+def test_query_heads_of_zeros(qdtype, kv, inner_precise):
+    """A query head of zeros scores every token 0, so its output is the mean of V. With int8 KV at
+    inner_precise 1 the query is quantised against its largest element, which is 0 here (a
+    scale of 0 rather than a division by it); one head alone, and every head of a KV head."""
+    import custom_ops
+
+    saved = custom_ops.isa()
+    for isa in custom_ops.isa_available():
+        custom_ops.set_isa(isa)
+        try:
+            case = make_case(_rng(40), layout="BNSD", form="contig", qdtype=qdtype,
+                             kvdtype="int8" if kv == "int8" else None, B=2, KVN=2, G=3, D=32,
+                             lens=[50, 17], inner_precise=inner_precise)
+            q = case.inputs["query"]
+            q[0, 1] = 0
+            q[1, :3] = 0
+            check_case(case)
+        finally:
+            custom_ops.set_isa(saved)

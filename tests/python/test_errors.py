@@ -64,6 +64,16 @@ def _():
     k = kw_of(contig()); k["layout"] = "bsh"; return k
 
 
+@case("layout:nul-character", VE, "layout")
+def _():
+    k = kw_of(contig()); k["layout"] = "BSH\0"; return k
+
+
+@case("layout:not-a-str", TE, "layout")
+def _():
+    k = kw_of(contig()); k["layout"] = b"BSH"; return k
+
+
 @case("layout:mismatch-rank", VE, "query", "layout")
 def _():
     k = kw_of(contig("BSH")); k["layout"] = "BSND"; return k
@@ -82,6 +92,31 @@ def _():
 @case("num_heads:not-int", EITHER, "num_heads")
 def _():
     k = kw_of(contig()); k["num_heads"] = 4.0; return k
+
+
+@case("num_heads:bool", TE, "num_heads")
+def _():
+    k = kw_of(contig(KVN=1, G=1)); k["num_heads"] = True; return k
+
+
+@case("num_heads:beyond-64-bits", VE, "num_heads")
+def _():
+    k = kw_of(contig()); k["num_heads"] = 2**70; return k
+
+
+@case("scale_value:str", TE, "scale_value")
+def _():
+    k = kw_of(contig()); k["scale_value"] = "0.25"; return k
+
+
+@case("scale_value:bool", TE, "scale_value")
+def _():
+    k = kw_of(contig()); k["scale_value"] = True; return k
+
+
+@case("scale_value:None", TE, "scale_value")
+def _():
+    k = kw_of(contig()); k["scale_value"] = None; return k
 
 
 @case("num_heads:not-divisible-by-kvn", VE, "num_heads", "key_num_heads")
@@ -134,6 +169,21 @@ def _():
 @case("query:not-a-tensor", TE, "query")
 def _():
     k = kw_of(contig()); k["query"] = k["query"].tolist(); return k
+
+
+@case("query:None", TE, "query")
+def _():
+    k = kw_of(contig()); k["query"] = None; return k
+
+
+@case("key_list:None", TE, "key_list")
+def _():
+    k = kw_of(contig()); k["key_list"] = None; return k
+
+
+@case("value_list:None-in-list", TE, "value_list")
+def _():
+    k = kw_of(contig(form="list")); k["value_list"][1] = None; return k
 
 
 # ---- SPEC 3: KV

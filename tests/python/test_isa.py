@@ -32,5 +32,7 @@ def test_isa_against_golden(forced_isa, dmode, seed):
 
 
 def test_set_isa_unknown_name(custom_ops_mod):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="sse9"):
         custom_ops_mod.set_isa("sse9")
+    with pytest.raises(TypeError, match="name: expected a str"):
+        custom_ops_mod.set_isa(2)

@@ -135,8 +135,9 @@ def test_summaries_numpy_and_out():
     np.testing.assert_array_equal(out.numpy(), g)
 
 
-@pytest.mark.parametrize("mode", ["tensor", "channel", "channel4", "token"])
-def test_summaries_int8(mode):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["tensor", "channel", "channel4", "channel1", "token"])
+def test_summaries_int8(mode, dtype):
     g = torch.Generator().manual_seed(5)
     B, KVN, D, bs, M = 2, 2, 8, 4, 5
     nb = B * M
@@ -145,17 +146,19 @@ def test_summaries_int8(mode):
     lengths = [18, 7]
     kw = {}
     if mode == "token":
-        scale = torch.rand(2, B, 20, generator=g) * 0.2 - 0.1
-        offset = torch.randint(-2, 3, (2, B, 20), generator=g).float()
+        scale = (torch.rand(2, B, 20, generator=g) * 0.2 - 0.1).to(dtype)
+        offset = torch.randint(-2, 3, (2, B, 20), generator=g).to(dtype)
         kw["antiquant_mode"] = 1
         tok = torch.arange(nb * bs).view(nb, bs) % (M * bs)
         bat = torch.arange(nb * bs).view(nb, bs) // (M * bs)
-        deq = (k8.float() + offset[0][bat, tok][..., None]) * scale[0][bat, tok][..., None]
+        deq = (k8.float() + offset[0].float()[bat, tok][..., None]) * \
+            scale[0].float()[bat, tok][..., None]
     else:
-        shape = {"tensor": (2,), "channel": (2, KVN * D), "channel4": (2, KVN, 1, D)}[mode]
-        scale = torch.rand(shape, generator=g) * 0.2 - 0.1
-        offset = torch.randint(-2, 3, shape, generator=g).float()
-        c, o = scale[0].reshape(-1), offset[0].reshape(-1)
+        shape = {"tensor": (2,), "channel": (2, KVN * D), "channel4": (2, KVN, 1, D),
+                 "channel1": (2, 1, KVN, D)}[mode]
+        scale = (torch.rand(shape, generator=g) * 0.2 - 0.1).to(dtype)
+        offset = torch.randint(-2, 3, shape, generator=g).to(dtype)
+        c, o = scale[0].float().reshape(-1), offset[0].float().reshape(-1)
         deq = (k8.float() + o) * c
     s = custom_ops.page_summaries(k8, table, lengths, key_num_heads=KVN, antiquant_scale=scale,
                                   antiquant_offset=offset, **kw)
@@ -163,7 +166,7 @@ def test_summaries_int8(mode):
     np.testing.assert_allclose(s.numpy(), want, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("new", [1, 3, [0, 5, 2], 9])
+@pytest.mark.parametrize("new", [1, 3, [0, 5, 2], 9, [0, 0, 0]])
 def test_update_matches_full(new):
     keys, cache, table, lengths = make_case(3, lengths=[20, 14, 1])
     s = custom_ops.page_summaries(cache, table, lengths, key_num_heads=2)

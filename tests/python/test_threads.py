@@ -33,6 +33,9 @@ def test_set_get_num_threads(restore_threads):
         assert co.get_num_threads() == n
     with pytest.raises(ValueError):
         co.set_num_threads(0)
+    with pytest.raises(TypeError, match="^n: expected an int"):
+        co.set_num_threads(True)
+    assert co.get_num_threads() == 3
 
 
 @pytest.mark.parametrize("nthreads", [1, 2])
