@@ -595,3 +595,34 @@ def test_query_heads_of_zeros(qdtype, kv, inner_precise):
             check_case(case)
         finally:
             custom_ops.set_isa(saved)
+
+
+@pytest.mark.parametrize("inner_precise", [0, 1])
+@pytest.mark.parametrize("which", ["key_list", "value_list", "both"])
+@pytest.mark.parametrize("dmode", ["float16", "bfloat16", "float32", "i8kv-bfloat16"])
+def test_kv_with_d_stride_beside_unit_stride(dmode, which, inner_precise):
+    """K, V or both stored with D not innermost, on every ISA. The ISA kernels need a unit D
+    stride, so such a head goes to the reference kernels, while the other of K and V may still
+    take the ISA's: on AVX2 a bfloat16 K or V then has its own order of D (bf16_swapped_quads,
+    docs/kernels.md), which must follow the kernel that reads it."""
+    import custom_ops
+
+    qdtype = dmode.split("-")[-1]
+    saved = custom_ops.isa()
+    try:
+        for isa in custom_ops.isa_available():
+            custom_ops.set_isa(isa)
+            for form in ("contig", "paged4", "pagedpos3"):
+                case = make_case(_rng(41), layout="BNSD", form=form, qdtype=qdtype,
+                                 kvdtype="int8" if dmode.startswith("i8kv") else None, B=2,
+                                 KVN=2, G=3, D=32, lens=[37, 20], bs=8,
+                                 inner_precise=inner_precise)
+                kw = case.kwargs("torch")
+                for name in ("key_list", "value_list"):
+                    if which in (name, "both"):
+                        t = kw[name]
+                        kw[name] = t.transpose(-1, -2).contiguous().transpose(-1, -2)
+                        assert kw[name].stride(-1) != 1
+                assert_matches(case, op()(**kw))
+    finally:
+        custom_ops.set_isa(saved)
