@@ -237,6 +237,30 @@ def test_pse_minus_inf_on_a_long_prefix_removes_it(threads):
     assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("where", [100, 3000, 6000, 8000])
+def test_nonfinite_in_one_chunk_of_a_split_call(where, threads):
+    """One KV head, one batch, 8K tokens: with two threads the tokens are cut into chunks whose
+    softmax states are merged (split-KV). A NaN key, a +inf pse, or one token left by a -inf pse,
+    in any chunk, gives what it gives in one pass: the merge keeps NaN and ignores empty chunks."""
+    import custom_ops
+
+    custom_ops.set_num_threads(threads)
+    for isa in _isas():
+        custom_ops.set_isa(isa)
+        q, k, v = _setup(N=2, KVN=1, D=64, S=8192, seed=where)
+        k_nan = k.clone()
+        k_nan[0, 0, where, 3] = NAN
+        assert _heads_nan(_run(q, k_nan, v, scale_value=0.125)) == [True, True], isa
+        pse = torch.zeros(1, 2, 1, 8192)
+        pse[0, 1, 0, where] = INF
+        assert _heads_nan(_run(q, k, v, pse_shift=pse, scale_value=0.125)) == [False, True], isa
+        pse = torch.full((1, 2, 1, 8192), -INF)
+        pse[..., where] = 0.0
+        out = _run(q, k, v, pse_shift=pse, scale_value=0.125)
+        assert torch.allclose(out[0, :, 0], v[0, 0, where].expand(2, 64), atol=1e-6), isa
+
+
 @pytest.mark.parametrize("bad", [INF, NAN])
 def test_pse_plus_inf_or_nan_gives_nan_for_that_head(bad):
     q, k, v = _setup()
