@@ -59,6 +59,7 @@ if _torch is not None:
     _torch_contiguous = _torch.contiguous_format
     _torch_int8 = _torch.int8
     _torch_float16 = _torch.float16
+    _grad_enabled = _torch.is_grad_enabled
     # torch.compiler.is_compiling arrived in torch 2.3; older versions cannot compile this op.
     _is_compiling = getattr(getattr(_torch, "compiler", None), "is_compiling", None) or (
         lambda: False)
@@ -133,8 +134,29 @@ def incre_flash_attention_v5(
         MemoryError when the library runs out of memory; the message names the parameter.
     """
     qtype = type(query)
+    # With grad mode on, a call whose query requires grad goes through the registered op, which
+    # gives its result an autograd node whose backward raises (the op has none); the direct path
+    # would return a result that silently has no gradient. With out= it is refused, as torch's
+    # out= functions refuse it. Only the query (and out) are checked: reading requires_grad costs
+    # about 0.1 us a tensor, and in decode the query is what carries a gradient (docs/design.md).
+    recorded = False
+    if qtype is _Tensor and _grad_enabled():
+        recorded = query.requires_grad
+        if recorded or (out is not None and isinstance(out, _Tensor) and out.requires_grad):
+            # First the library's checks, whose errors name the parameter (the op's schema and
+            # _call_torch_op would report a malformed argument less clearly).
+            _C.validate(
+                query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
+                dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
+                antiquant_scale, antiquant_offset, block_table, kv_padding_size, block_position,
+                num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
+                antiquant_mode,
+            )
+            if out is not None:
+                raise ValueError("out: the op has no backward, so out= is refused while the "
+                                 "query or out requires grad; call it under torch.no_grad()")
     if _Tensor is not None and (
-        _is_compiling() or (qtype is not _Tensor and isinstance(query, _Tensor))
+        recorded or _is_compiling() or (qtype is not _Tensor and isinstance(query, _Tensor))
     ):
         # Inside torch.compile (or for tensor subclasses such as FakeTensor) the call must go
         # through the dispatcher so that the registered fake implementation can stand in for it.
