@@ -6,9 +6,11 @@
 #   1. build/cov: the library and C tests with gcc --coverage; ctest;
 #   2. build/py-cov: the package with the same flags, imported through PYTHONPATH; pytest;
 #   3. gcovr (from PyPI, installed if missing) merges both and prints the lines and branches
-#      never run, per file; COVERAGE_HTML=1 also writes build/cov/html/index.html.
-# The AVX-512 kernel file shows 0% on a CPU without AVX-512: scripts/emulated.sh runs its code
-# through SIMDe there, in a build of its own.
+#      never run, per file; COVERAGE_HTML=1 also writes html/index.html in the C build folder.
+# The AVX-512 kernel file shows 0% on a CPU without AVX-512. COVERAGE_SIMDE=1 (on an AVX2 CPU,
+# with libsimde-dev installed, as scripts/emulated.sh installs it) builds both with that file
+# compiled against SIMDe instead (IFA_EMULATE_AVX512), in build/cov-emu and build/py-cov-emu,
+# so that its lines are counted too (about 5 minutes more to build).
 # Usage: bash scripts/coverage.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,28 +19,34 @@ JOBS=${JOBS:-2}
 # -fprofile-update=atomic: the counters are shared by the library's worker threads, and plain
 # increments lose counts (gcov then reports negative branch counts and gcovr stops).
 FLAGS="--coverage -fprofile-update=atomic -O1"
+SUFFIX="" EMULATE=OFF
+if [ "${COVERAGE_SIMDE:-0}" = 1 ]; then
+  SUFFIX="-emu" EMULATE=ON
+fi
+CBUILD=build/cov$SUFFIX PYTARGET=build/py-cov$SUFFIX PYBUILD=build/py-cov$SUFFIX-build
 
 "$PYTHON" -m gcovr --version >/dev/null 2>&1 || "$PYTHON" -m pip install --quiet gcovr
 
 echo "== C library and C tests with coverage"
-cmake -S . -B build/cov -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS="$FLAGS" \
-      -DCMAKE_EXE_LINKER_FLAGS=--coverage >/dev/null
-cmake --build build/cov -j"$JOBS"
-find build/cov -name '*.gcda' -delete
-ctest --test-dir build/cov --output-on-failure -j"$JOBS"
+cmake -S . -B "$CBUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS="$FLAGS" \
+      -DCMAKE_EXE_LINKER_FLAGS=--coverage -DIFA_EMULATE_AVX512=$EMULATE >/dev/null
+cmake --build "$CBUILD" -j"$JOBS"
+find "$CBUILD" -name '*.gcda' -delete
+ctest --test-dir "$CBUILD" --output-on-failure -j"$JOBS"
 
 echo "== Python package and its tests with coverage"
-"$PYTHON" -m pip install --quiet --no-deps --upgrade --target build/py-cov \
+"$PYTHON" -m pip install --quiet --no-deps --upgrade --target "$PYTARGET" \
   -C cmake.define.CMAKE_C_FLAGS="$FLAGS" -C cmake.define.CMAKE_MODULE_LINKER_FLAGS=--coverage \
-  -C cmake.build-type=RelWithDebInfo -C build-dir=build/py-cov-build .
-find build/py-cov-build -name '*.gcda' -delete
-PYTHONPATH="$PWD/build/py-cov" "$PYTHON" -m pytest tests/python -q -p no:cacheprovider
+  -C cmake.define.IFA_EMULATE_AVX512=$EMULATE -C cmake.build-type=RelWithDebInfo \
+  -C build-dir="$PYBUILD" .
+find "$PYBUILD" -name '*.gcda' -delete
+PYTHONPATH="$PWD/$PYTARGET" "$PYTHON" -m pytest tests/python -q -p no:cacheprovider
 
 echo "== Coverage (lines, then branches; the branches include those the compiler adds)"
-REPORT=(-r . build/cov build/py-cov-build --filter 'src/' --filter 'python/')
+REPORT=(-r . "$CBUILD" "$PYBUILD" --filter 'src/' --filter 'python/')
 "$PYTHON" -m gcovr "${REPORT[@]}"
 "$PYTHON" -m gcovr "${REPORT[@]}" --txt-metric branch
 if [ "${COVERAGE_HTML:-0}" = 1 ]; then
-  "$PYTHON" -m gcovr "${REPORT[@]}" --html-details build/cov/html/index.html
-  echo "coverage.sh: build/cov/html/index.html"
+  "$PYTHON" -m gcovr "${REPORT[@]}" --html-details "$CBUILD/html/index.html"
+  echo "coverage.sh: $CBUILD/html/index.html"
 fi
