@@ -204,7 +204,9 @@ def _allocate_output(query, qtype, quant_scale2):
         if qtype is not _ndarray:
             # Any other DLPack producer: answer with a numpy array (over the same memory).
             if not hasattr(query, "__dlpack__"):
-                raise TypeError("query: expected a tensor or array (an object with "
+                # The extension's messages, so that validate() and the call say the same.
+                raise TypeError("query: expected a tensor, got None" if query is None else
+                                "query: expected a tensor or array (an object with "
                                 f"__dlpack__), got {qtype.__name__}")
             query = _np.from_dlpack(query)
         dtype = query.dtype

@@ -115,6 +115,15 @@ def test_legacy_producer_inputs_and_output():
     np.testing.assert_array_equal(result_np(out), expected)
 
 
+def test_query_from_another_producer_gives_a_numpy_result():
+    # A query that is neither a torch tensor nor a numpy array: the output is a numpy array.
+    case = _small_case(18)
+    kw = case.kwargs("numpy")
+    got = op()(**dict(kw, query=Legacy(kw["query"])))
+    assert isinstance(got, np.ndarray)
+    assert_matches(case, got, backend="numpy")
+
+
 class Raises:
     def __init__(self, exc):
         self.exc = exc

@@ -684,6 +684,26 @@ def test_out_unchanged_after_error(name):
     assert torch.equal(out, before), "out= was written before validation failed"
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_validate_raises_what_the_op_raises(name, custom_ops_mod):
+    """custom_ops.validate() checks without computing: the same exception type and message as
+    the operator (out= aside, which validate does not take)."""
+    make, exc, _ = CASES[name]
+    kw = make()
+    if "out" in kw:
+        pytest.skip("validate takes no out=")
+    with pytest.raises(exc) as from_op:
+        op()(**kw)
+    with pytest.raises(exc) as from_validate:
+        custom_ops_mod.validate(**kw)
+    assert str(from_validate.value) == str(from_op.value)
+
+
+def test_validate_accepts_a_valid_call(custom_ops_mod):
+    kw = kw_of(paged())
+    assert custom_ops_mod.validate(**kw) is None
+
+
 def test_numpy_errors_name_the_parameter():
     c = contig(qdtype="float32")
     kw = c.kwargs("numpy")
