@@ -801,6 +801,42 @@ static void test_prefetch_stream(void)
     tst_note("%lld lists", (long long)cases);
 }
 
+/* The scalar float32 -> float16 rounding (convert.c), bit for bit: every finite half comes back
+ * unchanged, the midpoint of two neighbours goes to the even one and a float32 ulp either side of
+ * it to the nearer, 65520 and above overflow to infinity, infinities stay infinite and NaNs NaN.
+ * Output comparisons allow a float16 ulp, so they cannot see a rounding mode (a mutation to
+ * truncation passed every other test). */
+static void test_f32_to_f16_rounding(void)
+{
+    int64_t checked = 0;
+    for (uint32_t h = 0; h < 0x7C00u; h++) {
+        for (uint32_t sign = 0; sign <= 0x8000u; sign += 0x8000u) {
+            const uint16_t a = (uint16_t)(h | sign);
+            CHECK_MSG(ifa__f32_to_f16(ifa__f16_to_f32(a)) == a, "half 0x%04x does not come back", a);
+            if (h + 1 >= 0x7C00u) continue;
+            const uint16_t b = (uint16_t)((h + 1) | sign);
+            const float fa = ifa__f16_to_f32(a), fb = ifa__f16_to_f32(b);
+            const float mid = (float)(((double)fa + (double)fb) / 2.0); /* exact in float32 */
+            const uint16_t even = (h & 1u) ? b : a;
+            CHECK_MSG(ifa__f32_to_f16(mid) == even, "midpoint of 0x%04x and 0x%04x: got 0x%04x", a, b,
+                      ifa__f32_to_f16(mid));
+            CHECK_MSG(ifa__f32_to_f16(nextafterf(mid, fa)) == a, "just below the midpoint of 0x%04x", a);
+            CHECK_MSG(ifa__f32_to_f16(nextafterf(mid, fb)) == b, "just above the midpoint of 0x%04x", a);
+            checked++;
+        }
+    }
+    CHECK(ifa__f32_to_f16(65519.99f) == 0x7BFFu);
+    CHECK(ifa__f32_to_f16(65520.0f) == 0x7C00u);
+    CHECK(ifa__f32_to_f16(-65520.0f) == 0xFC00u);
+    CHECK(ifa__f32_to_f16(1e30f) == 0x7C00u);
+    CHECK(ifa__f32_to_f16(INFINITY) == 0x7C00u);
+    CHECK(ifa__f32_to_f16(-INFINITY) == 0xFC00u);
+    CHECK((ifa__f32_to_f16(NAN) & 0x7C00u) == 0x7C00u && (ifa__f32_to_f16(NAN) & 0x03FFu) != 0);
+    CHECK(ifa__f32_to_f16(1e-10f) == 0x0000u); /* below half the smallest subnormal */
+    CHECK(ifa__f32_to_f16(-1e-10f) == 0x8000u);
+    tst_note("%lld neighbour pairs", (long long)checked);
+}
+
 int main(int argc, char **argv)
 {
     printf("ISAs available to the library: %s\n", ifa_isa_available());
@@ -816,6 +852,7 @@ int main(int argc, char **argv)
         TST_CASE(test_exp_range),
         TST_CASE(test_prefetch_stream),
         TST_CASE(test_row_scale),
+        TST_CASE(test_f32_to_f16_rounding),
     };
     return tst_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

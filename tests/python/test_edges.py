@@ -626,3 +626,49 @@ def test_kv_with_d_stride_beside_unit_stride(dmode, which, inner_precise):
                 assert_matches(case, op()(**kw))
     finally:
         custom_ops.set_isa(saved)
+
+
+def test_kv_padding_size_int32_same_as_int64():
+    # Decided in docs/design.md: kv_padding_size may be int64 (the original's) or int32.
+    case = make_case(_rng(42), layout="BSND", form="pad", qdtype="float16", B=3, KVN=2, G=2,
+                     D=16, lens=[5, 9, 1], pad=3, pse="B")
+    want = result_np(check_case(case))
+    got = check_case(case, kv_padding_size=torch.tensor([3], dtype=torch.int32))
+    np.testing.assert_array_equal(result_np(got), want)
+
+
+@pytest.mark.parametrize("score", [-4e10, -4e12])
+def test_masked_score_is_exactly_minus_1e12(score):
+    """SPEC 5 replaces a masked token's score by -1e12, not by -inf: unmasked scores above it
+    (-4e10) leave the masked tokens no weight, and unmasked scores below it (-4e12) leave them
+    all of it. float32, every score equal within its group, so the output is a plain mean."""
+    D, S = 4, 10
+    mag = (-score / D) ** 0.5
+    q = torch.full((1, 1, 1, D), mag)
+    k = torch.full((1, 1, S, D), -mag)
+    v = torch.randn(1, 1, S, D, generator=torch.Generator().manual_seed(3))
+    mask = torch.zeros(1, S, dtype=torch.bool)
+    mask[0, [2, 5, 7]] = True
+    got = op()(q, [k], [v], attention_mask=mask, num_heads=1, scale_value=1.0, layout="BNSD")
+    winners = ~mask[0] if score > -1e12 else mask[0]
+    want = v[0, 0, winners].double().mean(0)
+    assert torch.allclose(got[0, 0, 0].double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_full_quantisation_is_never_split(restore_threads):
+    """An int8 query quantises P against each head's maximum over all its tokens (SPEC 7), which
+    a chunk of a split-KV call could not know: a long call on two threads must match the golden.
+    Token 0 scores 6 above the rest, whose weights exp(-6) then round to 0 at quant_scale1 127;
+    against the maximum of a later chunk alone they would round to 127."""
+    restore_threads.set_num_threads(2)
+    # D = 64: 512 KiB of KV, enough for the plan to use both threads (256 KiB at least).
+    case = make_case(_rng(43), layout="BNSD", form="contig", qdtype="int8", B=1, KVN=1, G=2,
+                     D=64, lens=[4096])
+    inp = case.inputs
+    inp["query"][:] = 10
+    inp["key_list"][:] = 90
+    inp["key_list"][0, 0, 0, :] = 100
+    inp["scale_value"] = 6.0 / (64 * 10 * 10)
+    inp["dequant_scale1"] = np.array([1.0], dtype=np.float32)
+    inp["quant_scale1"] = np.array([127.0], dtype=np.float32)
+    check_case(case)

@@ -84,6 +84,12 @@ def _():
     k = kw_of(contig()); k["num_heads"] = 0; return k
 
 
+@case("num_heads:zero-and-key_num_heads-zero", VE, "num_heads")
+def _():
+    # key_num_heads 0 means N: both zero must stop at num_heads, before any N % KVN.
+    k = kw_of(contig()); k["num_heads"] = 0; k["key_num_heads"] = 0; return k
+
+
 @case("num_heads:negative", VE, "num_heads")
 def _():
     k = kw_of(contig()); k["num_heads"] = -4; return k
@@ -628,6 +634,22 @@ def _():
 
 
 # ---- out=
+
+
+@case("pse_shift:short-S-left-padded", VE, "pse_shift")
+def _():
+    # Left padding: the last valid row is S - pad - 1, so pse needs S' >= S - pad; one short.
+    c = make_case(_rng(3), layout="BSH", form="pad", qdtype="float16", B=2, KVN=2, G=2, D=16,
+                  lens=[6, 3], pad=2, pse="B")
+    k = kw_of(c)
+    S = k["key_list"].shape[1]
+    k["pse_shift"] = k["pse_shift"][..., :S - 3].contiguous(); return k
+
+
+@case("out:broadcast-dimension-of-2", VE, "out")
+def _():
+    k = kw_of(contig(B=2, lens=[6, 3]))
+    k["out"] = torch.empty((1, 1, 64), dtype=torch.float16).expand(2, 1, 64); return k
 
 
 @case("out:wrong-shape", VE, "out")

@@ -259,6 +259,10 @@ def test_nonfinite_in_one_chunk_of_a_split_call(where, threads):
         pse[..., where] = 0.0
         out = _run(q, k, v, pse_shift=pse, scale_value=0.125)
         assert torch.allclose(out[0, :, 0], v[0, 0, where].expand(2, 64), atol=1e-6), isa
+        # Every token of head 0 at -inf: NaN (it saw tokens), however the chunks fall.
+        pse = torch.zeros(1, 2, 1, 8192)
+        pse[0, 0] = -INF
+        assert _heads_nan(_run(q, k, v, pse_shift=pse, scale_value=0.125)) == [True, False], isa
 
 
 @pytest.mark.parametrize("bad", [INF, NAN])
