@@ -672,3 +672,23 @@ def test_full_quantisation_is_never_split(restore_threads):
     inp["dequant_scale1"] = np.array([1.0], dtype=np.float32)
     inp["quant_scale1"] = np.array([127.0], dtype=np.float32)
     check_case(case)
+
+
+def test_per_token_value_offsets_across_split_chunks(restore_threads):
+    """Per-token int8 V offsets add sum(p_t * c_t * o_t) beside P.V (attend.c, voff), which the
+    split-KV merge must rescale with the rest of the state. Long enough (512 KiB of KV) to split
+    on two threads; the scores fall from about +10 to -10 along the sequence, so the later chunk's
+    maximum is far below the first's, and the offsets are large and of one sign, so that an
+    unscaled voff would show."""
+    restore_threads.set_num_threads(2)
+    case = make_case(_rng(44), layout="BNSD", form="contig", qdtype="float16", kvdtype="int8",
+                     antiquant="token", B=1, KVN=1, G=2, D=64, lens=[4096])
+    inp = case.inputs
+    k = inp["key_list"]
+    k[0, 0, :, :] = np.linspace(127, -127, k.shape[2]).round().astype(np.int8)[:, None]
+    inp["query"][:] = 1.0
+    inp["scale_value"] = 0.125
+    inp["antiquant_scale"][0] = 0.01   # key scales: scores from about +10 to -10
+    inp["antiquant_scale"][1] = 0.05   # value scales
+    inp["antiquant_offset"][1] = 3.0   # value offsets
+    check_case(case)
