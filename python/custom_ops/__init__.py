@@ -145,13 +145,7 @@ def incre_flash_attention_v5(
         if recorded or (out is not None and isinstance(out, _Tensor) and out.requires_grad):
             # First the library's checks, whose errors name the parameter (the op's schema and
             # _call_torch_op would report a malformed argument less clearly).
-            _C.validate(
-                query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
-                dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
-                antiquant_scale, antiquant_offset, block_table, kv_padding_size, block_position,
-                num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
-                antiquant_mode,
-            )
+            _validate_call(locals())
             if out is not None:
                 raise ValueError("out: the op has no backward, so out= is refused while the "
                                  "query or out requires grad; call it under torch.no_grad()")
@@ -173,13 +167,7 @@ def incre_flash_attention_v5(
         except (RuntimeError, MemoryError, ValueError) as exc:
             # An absurd query (e.g. an expanded view claiming D = 2**40) fails in the allocator
             # first; report what is wrong with the arguments instead, if anything is.
-            _C.validate(
-                query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
-                dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
-                antiquant_scale, antiquant_offset, block_table, kv_padding_size, block_position,
-                num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
-                antiquant_mode,
-            )
+            _validate_call(locals())
             raise exc
     return _run(
         query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
@@ -188,6 +176,22 @@ def incre_flash_attention_v5(
         num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
         antiquant_mode, out,
     )
+
+
+# The parameters of incre_flash_attention_v5 that _C.validate takes, in its order.
+_VALIDATE_ARGS = (
+    "query", "key_list", "value_list", "pse_shift", "attention_mask", "actual_seq_lengths",
+    "dequant_scale1", "quant_scale1", "dequant_scale2", "quant_scale2", "quant_offset2",
+    "antiquant_scale", "antiquant_offset", "block_table", "kv_padding_size", "block_position",
+    "num_heads", "scale_value", "layout", "key_num_heads", "block_size", "inner_precise",
+    "antiquant_mode",
+)
+
+
+def _validate_call(arguments):
+    """The extension's checks on the arguments of a call (its locals()); for the paths that are
+    not the fast one, where building the dict costs nothing that matters."""
+    _C.validate(*[arguments[name] for name in _VALIDATE_ARGS])
 
 
 def _allocate_output(query, qtype, quant_scale2):
