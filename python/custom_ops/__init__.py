@@ -164,10 +164,16 @@ def incre_flash_attention_v5(
     if out is None:
         try:
             out = _allocate_output(query, qtype, quant_scale2)
-        except (RuntimeError, MemoryError, ValueError) as exc:
+        except (RuntimeError, MemoryError, ValueError, AttributeError) as exc:
             # An absurd query (e.g. an expanded view claiming D = 2**40) fails in the allocator
-            # first; report what is wrong with the arguments instead, if anything is.
-            _validate_call(locals())
+            # first, and one without __dlpack__ in numpy; report what is wrong with the
+            # arguments instead, as the extension words it, if anything is (without the
+            # allocator's error as its context: it says nothing the extension does not).
+            try:
+                _validate_call(locals())
+            except (TypeError, ValueError) as named:
+                named.__suppress_context__ = True  # its __cause__, if any, stays
+                raise
             raise exc
     return _run(
         query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
@@ -178,7 +184,8 @@ def incre_flash_attention_v5(
     )
 
 
-# The parameters of incre_flash_attention_v5 that _C.validate takes, in its order.
+# The parameters of incre_flash_attention_v5 (and of validate) that _C.validate takes, in its
+# order.
 _VALIDATE_ARGS = (
     "query", "key_list", "value_list", "pse_shift", "attention_mask", "actual_seq_lengths",
     "dequant_scale1", "quant_scale1", "dequant_scale2", "quant_scale2", "quant_offset2",
@@ -189,8 +196,8 @@ _VALIDATE_ARGS = (
 
 
 def _validate_call(arguments):
-    """The extension's checks on the arguments of a call (its locals()); for the paths that are
-    not the fast one, where building the dict costs nothing that matters."""
+    """The extension's checks on the arguments of a call (its locals()); never on the fast path
+    of a call, where building the dict would cost time."""
     _C.validate(*[arguments[name] for name in _VALIDATE_ARGS])
 
 
@@ -206,12 +213,9 @@ def _allocate_output(query, qtype, quant_scale2):
         out = _torch_empty_like(query, dtype=dtype, memory_format=_torch_contiguous)
     else:
         if qtype is not _ndarray:
-            # Any other DLPack producer: answer with a numpy array (over the same memory).
-            if not hasattr(query, "__dlpack__"):
-                # The extension's messages, so that validate() and the call say the same.
-                raise TypeError("query: expected a tensor, got None" if query is None else
-                                "query: expected a tensor or array (an object with "
-                                f"__dlpack__), got {qtype.__name__}")
+            # Any other DLPack producer: answer with a numpy array (over the same memory). An
+            # object without __dlpack__ raises AttributeError here, which the caller turns into
+            # the extension's error.
             query = _np.from_dlpack(query)
         dtype = query.dtype
         if quant_scale2 is not None and _present(quant_scale2):
@@ -252,13 +256,7 @@ def validate(
 
     Returns None, or raises the TypeError / ValueError the operator would raise.
     """
-    _C.validate(
-        query, key_list, value_list, pse_shift, attention_mask, actual_seq_lengths,
-        dequant_scale1, quant_scale1, dequant_scale2, quant_scale2, quant_offset2,
-        antiquant_scale, antiquant_offset, block_table, kv_padding_size, block_position,
-        num_heads, scale_value, layout, key_num_heads, block_size, inner_precise,
-        antiquant_mode,
-    )
+    _validate_call(locals())
 
 
 def set_num_threads(n):
