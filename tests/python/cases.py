@@ -30,6 +30,8 @@ PARAM_ORDER = [
 ]
 TENSOR_PARAMS = PARAM_ORDER[:16]
 
+# Every kernel table the library has; tests parametrised over them take conftest's forced_isa.
+ISAS = ["ref", "avx2", "avx512"]
 LAYOUTS = ["BSH", "BSND", "BNSD"]
 FORMS = ["contig", "list", "pad", "paged3", "paged4", "pagedpos3", "pagedpos4"]
 FORMS_FOR = {

@@ -48,6 +48,21 @@ def restore_threads(custom_ops_mod):
 
 
 @pytest.fixture
+def forced_isa(custom_ops_mod, request):
+    """Runs the test on the ISA named by its parameter (indirect=True; cases.ISAS names them
+    all), skipped with a reason
+    where this CPU or build lacks it, and restores the ISA chosen before."""
+    name = request.param
+    if name not in custom_ops_mod.isa_available():
+        pytest.skip(f"ISA {name} not available here (available: {custom_ops_mod.isa_available()})")
+    before = custom_ops_mod.isa()
+    custom_ops_mod.set_isa(name)
+    assert custom_ops_mod.isa() == name
+    yield name
+    custom_ops_mod.set_isa(before)
+
+
+@pytest.fixture
 def need_torch():
     if not has_torch():
         pytest.skip("torch is not installed (needed for bfloat16 / torch tensors)")

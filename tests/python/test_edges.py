@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cases import (PARAM_ORDER, SENTINEL, Case, assert_matches, check_case,
+from cases import (ISAS, PARAM_ORDER, SENTINEL, Case, assert_matches, check_case,
                    make_case, op, random_case, result_np)
 
 torch = pytest.importorskip("torch", reason="edge tests use torch tensors")
@@ -573,59 +573,44 @@ def test_int8_kv_many_tiny_weights(peak, inner_precise):
     np.testing.assert_allclose(got, np.full((1, 1, D), want), rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.parametrize("forced_isa", ISAS, indirect=True)
 @pytest.mark.parametrize("inner_precise", [0, 1])
 @pytest.mark.parametrize("kv", ["int8", "same"])
 @pytest.mark.parametrize("qdtype", ["float16", "bfloat16", "float32"])
-def test_query_heads_of_zeros(qdtype, kv, inner_precise):
+def test_query_heads_of_zeros(qdtype, kv, inner_precise, forced_isa):
     """A query head of zeros scores every token 0, so its output is the mean of V. With int8 KV at
     inner_precise 1 the query is quantised against its largest element, which is 0 here (a
     scale of 0 rather than a division by it); one head alone, and every head of a KV head."""
-    import custom_ops
-
-    saved = custom_ops.isa()
-    for isa in custom_ops.isa_available():
-        custom_ops.set_isa(isa)
-        try:
-            case = make_case(_rng(40), layout="BNSD", form="contig", qdtype=qdtype,
-                             kvdtype="int8" if kv == "int8" else None, B=2, KVN=2, G=3, D=32,
-                             lens=[50, 17], inner_precise=inner_precise)
-            q = case.inputs["query"]
-            q[0, 1] = 0
-            q[1, :3] = 0
-            check_case(case)
-        finally:
-            custom_ops.set_isa(saved)
+    case = make_case(_rng(40), layout="BNSD", form="contig", qdtype=qdtype,
+                     kvdtype="int8" if kv == "int8" else None, B=2, KVN=2, G=3, D=32,
+                     lens=[50, 17], inner_precise=inner_precise)
+    q = case.inputs["query"]
+    q[0, 1] = 0
+    q[1, :3] = 0
+    check_case(case)
 
 
+@pytest.mark.parametrize("forced_isa", ISAS, indirect=True)
 @pytest.mark.parametrize("inner_precise", [0, 1])
 @pytest.mark.parametrize("which", ["key_list", "value_list", "both"])
 @pytest.mark.parametrize("dmode", ["float16", "bfloat16", "float32", "i8kv-bfloat16"])
-def test_kv_with_d_stride_beside_unit_stride(dmode, which, inner_precise):
+def test_kv_with_d_stride_beside_unit_stride(dmode, which, inner_precise, forced_isa):
     """K, V or both stored with D not innermost, on every ISA. The ISA kernels need a unit D
     stride, so such a head goes to the reference kernels, while the other of K and V may still
     take the ISA's: on AVX2 a bfloat16 K or V then has its own order of D (bf16_swapped_quads,
     docs/kernels.md), which must follow the kernel that reads it."""
-    import custom_ops
-
     qdtype = dmode.split("-")[-1]
-    saved = custom_ops.isa()
-    try:
-        for isa in custom_ops.isa_available():
-            custom_ops.set_isa(isa)
-            for form in ("contig", "paged4", "pagedpos3"):
-                case = make_case(_rng(41), layout="BNSD", form=form, qdtype=qdtype,
-                                 kvdtype="int8" if dmode.startswith("i8kv") else None, B=2,
-                                 KVN=2, G=3, D=32, lens=[37, 20], bs=8,
-                                 inner_precise=inner_precise)
-                kw = case.kwargs("torch")
-                for name in ("key_list", "value_list"):
-                    if which in (name, "both"):
-                        t = kw[name]
-                        kw[name] = t.transpose(-1, -2).contiguous().transpose(-1, -2)
-                        assert kw[name].stride(-1) != 1
-                assert_matches(case, op()(**kw))
-    finally:
-        custom_ops.set_isa(saved)
+    for form in ("contig", "paged4", "pagedpos3"):
+        case = make_case(_rng(41), layout="BNSD", form=form, qdtype=qdtype,
+                         kvdtype="int8" if dmode.startswith("i8kv") else None, B=2, KVN=2, G=3,
+                         D=32, lens=[37, 20], bs=8, inner_precise=inner_precise)
+        kw = case.kwargs("torch")
+        for name in ("key_list", "value_list"):
+            if which in (name, "both"):
+                t = kw[name]
+                kw[name] = t.transpose(-1, -2).contiguous().transpose(-1, -2)
+                assert kw[name].stride(-1) != 1
+        assert_matches(case, op()(**kw))
 
 
 def test_kv_padding_size_int32_same_as_int64():

@@ -3,21 +3,7 @@ as correct as the automatic choice.  ISAs this CPU (or this build) lacks are ski
 
 import pytest
 
-from cases import DMODES_ALL, check_case, pick_backend, random_case
-
-ISAS = ["ref", "avx2", "avx512"]
-
-
-@pytest.fixture
-def forced_isa(custom_ops_mod, request):
-    name = request.param
-    if name not in custom_ops_mod.isa_available():
-        pytest.skip(f"ISA {name} not available here (available: {custom_ops_mod.isa_available()})")
-    before = custom_ops_mod.isa()
-    custom_ops_mod.set_isa(name)
-    assert custom_ops_mod.isa() == name
-    yield name
-    custom_ops_mod.set_isa(before)
+from cases import DMODES_ALL, ISAS, check_case, pick_backend, random_case
 
 
 @pytest.mark.parametrize("forced_isa", ISAS, indirect=True)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import custom_ops
+from cases import ISAS
 
 torch = pytest.importorskip("torch")
 
@@ -210,7 +211,8 @@ def test_select_golden(layout, dtype, N, KVN, k, sink):
     check_selection(pos, lens, gsel, glens, gsc, k, sink, 4, lengths, exact=False)
 
 
-def test_select_ties_exact():
+@pytest.mark.parametrize("forced_isa", ISAS, indirect=True)
+def test_select_ties_exact(forced_isa):
     # Integer data: exact scores, many identical pages; the lower page must win every tie.
     keys, cache, table, lengths = make_case(12, N=4, KVN=2, M=30, lengths=[117, 80, 40],
                                             integers=True)
@@ -219,18 +221,13 @@ def test_select_ties_exact():
         view[blk] = view[0]
     s = custom_ops.page_summaries(cache, table, lengths, key_num_heads=2)
     q = torch.randint(-2, 3, (3, 4, 16), generator=torch.Generator().manual_seed(1)).float()
-    for isa in custom_ops.isa_available():
-        custom_ops.set_isa(isa)
-        try:
-            for k, sink in ((7, 1), (12, 0), (3, 2)):
-                pos, lens = custom_ops.select_blocks(q.view(3, 1, 64), s, table, lengths, k=k,
-                                                     sink_pages=sink, num_heads=4,
-                                                     key_num_heads=2, block_size=4)
-                gsel, glens, gsc = golden_select(q.double().numpy(), s.double().numpy(), table,
-                                                 lengths, 4, k, sink, 2)
-                check_selection(pos, lens, gsel, glens, gsc, k, sink, 4, lengths, exact=True)
-        finally:
-            custom_ops.set_isa(custom_ops.isa_available()[-1])
+    for k, sink in ((7, 1), (12, 0), (3, 2)):
+        pos, lens = custom_ops.select_blocks(q.view(3, 1, 64), s, table, lengths, k=k,
+                                             sink_pages=sink, num_heads=4, key_num_heads=2,
+                                             block_size=4)
+        gsel, glens, gsc = golden_select(q.double().numpy(), s.double().numpy(), table, lengths,
+                                         4, k, sink, 2)
+        check_selection(pos, lens, gsel, glens, gsc, k, sink, 4, lengths, exact=True)
 
 
 def test_select_edges():
