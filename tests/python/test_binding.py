@@ -20,7 +20,7 @@ import os
 import numpy as np
 import pytest
 
-from cases import assert_matches, make_case, op, result_np
+from cases import assert_matches, make_case, op, result_np, run_case
 
 torch = pytest.importorskip("torch", reason="binding tests compare with torch tensors")
 
@@ -40,10 +40,6 @@ def _small_case(seed=0, **kw):
     return make_case(np.random.default_rng(seed), **o)
 
 
-def _call_numpy(case, **over):
-    return op()(**case.kwargs("numpy", **over))
-
-
 def _sentinel_out(case):
     """An output array filled with a value the operator never writes for these cases."""
     gold = case.golden()
@@ -59,7 +55,7 @@ def test_list_form_with_more_tensors_than_the_stack_holds(backend):
     # query and the output (more than 24).
     case = _small_case(1, form="list", B=30, lens=[int(x) for x in
                                                    np.random.default_rng(5).integers(0, 40, 30)])
-    got = op()(**case.kwargs(backend))
+    got = run_case(case, backend)
     assert_matches(case, got, backend=backend)
 
 
@@ -69,7 +65,7 @@ def test_lengths_list_longer_than_the_stack_holds(element):
     case = _small_case(2, B=100, lens=lens)
     cast = {"int": int, "numpy-int64": np.int64, "numpy-int32": np.int32}[element]
     case.inputs["actual_seq_lengths"] = [cast(x) for x in lens]
-    got = _call_numpy(case)
+    got = run_case(case, "numpy")
     assert_matches(case, got, backend="numpy")
 
 
@@ -79,10 +75,10 @@ def test_lengths_list_error_past_the_stack_names_the_element():
     case = _small_case(3, B=100, lens=[3] * 100)
     case.inputs["actual_seq_lengths"] = lens
     with pytest.raises(ValueError, match="actual_seq_lengths"):
-        _call_numpy(case)
+        run_case(case, "numpy")
     lens[77] = 2.5
     with pytest.raises(TypeError, match=r"actual_seq_lengths\[77\]"):
-        _call_numpy(case)
+        run_case(case, "numpy")
 
 
 # ---------------------------------------------------------------- producers
@@ -104,7 +100,7 @@ class Legacy:
 
 def test_legacy_producer_inputs_and_output():
     case = _small_case(4, pse="B", mask="(B,S)")
-    expected = result_np(_call_numpy(case))
+    expected = result_np(run_case(case, "numpy"))
     kw = case.kwargs("numpy")
     out = np.zeros_like(kw["query"])
     for name in ("key_list", "value_list", "pse_shift", "attention_mask"):
@@ -142,7 +138,7 @@ def test_producer_error_becomes_value_error_naming_the_parameter(exc):
     case = _small_case(5)
     out = _sentinel_out(case)
     with pytest.raises(ValueError, match=r"^value_list: this Raises cannot be borrowed") as info:
-        _call_numpy(case, value_list=[Raises(exc)], out=out)
+        run_case(case, "numpy", value_list=[Raises(exc)], out=out)
     assert "second line" not in str(info.value)
     assert info.value.__cause__ is exc
     assert np.all(out == 1234.0)
@@ -152,14 +148,14 @@ def test_producer_returning_no_capsule():
     case = _small_case(6)
     out = _sentinel_out(case)
     with pytest.raises(TypeError, match=r"pse_shift: NotACapsule.__dlpack__\(\) did not return"):
-        _call_numpy(case, pse_shift=NotACapsule(), out=out)
+        run_case(case, "numpy", pse_shift=NotACapsule(), out=out)
     assert np.all(out == 1234.0)
 
 
 def test_producer_memory_error_passes_through():
     case = _small_case(7)
     with pytest.raises(MemoryError):
-        _call_numpy(case, key_list=Raises(MemoryError()))
+        run_case(case, "numpy", key_list=Raises(MemoryError()))
 
 
 # ---------------------------------------------------------------- views the library cannot take
@@ -196,13 +192,13 @@ def test_dtypes_without_a_library_name(dtype):
     case = _small_case(10)
     name = np.dtype(dtype).name
     with pytest.raises(TypeError, match=rf"^pse_shift: dtype {name} is not supported"):
-        _call_numpy(case, pse_shift=np.zeros((2, 4, 1, 7), dtype=dtype))
+        run_case(case, "numpy", pse_shift=np.zeros((2, 4, 1, 7), dtype=dtype))
 
 
 def test_more_than_eight_dimensions():
     case = _small_case(11)
     with pytest.raises(ValueError, match="^pse_shift: rank 9 is not supported"):
-        _call_numpy(case, pse_shift=np.zeros((1,) * 9, dtype=np.float16))
+        run_case(case, "numpy", pse_shift=np.zeros((1,) * 9, dtype=np.float16))
 
 
 @pytest.mark.skipif(ASAN_PRELOADED, reason="torch refuses these tensors with a C++ exception, "
