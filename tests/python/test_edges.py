@@ -524,6 +524,25 @@ def test_full_quant_weight_scales(qs1):
     check_case(case)
 
 
+@pytest.mark.parametrize("qs1", [127.6, 128.0])
+def test_full_quant_weights_saturate_just_above_127(qs1):
+    """quant_scale1 in (127, 128]: a weight of 1 rounds to 128 and must saturate to 127 (the
+    vectorised rounding of quantise_weights_int8 serves only |qs1| <= 127). Every score equal,
+    so every weight is 1 and the output is exactly dequant_scale2 * 127 * mean(v); a weight of
+    128 would be 0.8% off, inside the 1e-2 tolerance of the golden comparison."""
+    D, T = 16, 64
+    g = torch.Generator().manual_seed(5)
+    q = torch.zeros(1, 2, 1, D, dtype=torch.int8)
+    k = torch.randint(-127, 128, (1, 1, T, D), generator=g, dtype=torch.int8)
+    v = torch.randint(-127, 128, (1, 1, T, D), generator=g, dtype=torch.int8)
+    ds2 = 2.0 / (127 * 128)
+    got = op()(q, [k], [v], num_heads=2, key_num_heads=1, layout="BNSD", scale_value=1.0,
+               dequant_scale1=torch.tensor([1e-3]), quant_scale1=torch.tensor([qs1]),
+               dequant_scale2=torch.tensor([ds2]))
+    want = ds2 * 127 * v[0, 0].double().mean(0)
+    assert torch.allclose(got[0, :, 0].double(), want.expand(2, D), rtol=1e-3, atol=1e-4)
+
+
 @pytest.mark.parametrize("form", ["paged3", "pagedpos3"])
 def test_full_quant_scores_exact(form):
     """Scores that a change of one in one query element moves by about 0.2 (weights by 20%): the
@@ -640,6 +659,22 @@ def test_masked_score_is_exactly_minus_1e12(score):
     assert torch.allclose(got[0, 0, 0].double(), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("forced_isa", ISAS, indirect=True)
+def test_scores_far_below_any_finite_start(forced_isa):
+    """Finite scores of -1e35, far below any finite value a running maximum could start from
+    (softmax_state.h starts it at -inf): the tokens at -1e35 share the weight equally and those
+    at -2e35 get none. float32 throughout; a zero query makes every score the pse alone."""
+    D, S = 8, 40
+    q = torch.zeros(1, 2, 1, D)
+    k = torch.randn(1, 1, S, D, generator=torch.Generator().manual_seed(4))
+    v = torch.randn(1, 1, S, D, generator=torch.Generator().manual_seed(6))
+    pse = torch.full((1, 2, 1, S), -1e35)
+    pse[..., 3::4] = -2e35
+    got = op()(q, [k], [v], pse_shift=pse, num_heads=2, key_num_heads=1, layout="BNSD")
+    want = v[0, 0, pse[0, 0, 0] == -1e35].double().mean(0)
+    assert torch.allclose(got[0, :, 0].double(), want.expand(2, D), rtol=1e-5, atol=1e-6)
+
+
 def test_full_quantisation_is_never_split(restore_threads):
     """An int8 query quantises P against each head's maximum over all its tokens (SPEC 7), which
     a chunk of a split-KV call could not know: a long call on two threads must match the golden.
@@ -677,3 +712,36 @@ def test_per_token_value_offsets_across_split_chunks(restore_threads):
     inp["antiquant_scale"][1] = 0.05   # value scales
     inp["antiquant_offset"][1] = 3.0   # value offsets
     check_case(case)
+
+
+@pytest.mark.parametrize("kind", ["value_offsets", "all_minus_inf"])
+def test_sparse_head_whose_first_chunks_are_holes(restore_threads, kind):
+    """KV head 0 leaves its first 32 of 64 pages unselected (holes, SPEC 4): on two threads the
+    8192 tokens are cut into chunks of 2048 (plan.c), so that head's first two chunks hold no
+    token and the split-KV merge starts from an empty state. It must then take the next chunk's
+    state whole: with per-token value offsets their term too ('value_offsets'); and when every
+    token the head has scores -inf ('all_minus_inf'), the flag that it had tokens, which makes
+    its output NaN (SPEC 5) where a head without tokens gives 0. KV head 1 is an ordinary
+    sparse head beside it."""
+    restore_threads.set_num_threads(2)
+    offsets = kind == "value_offsets"
+    case = make_case(_rng(45), layout="BNSD", form="pagedpos3", qdtype="float16",
+                     kvdtype="int8" if offsets else None, antiquant="token" if offsets else None,
+                     pse=None if offsets else "B", B=1, KVN=2, G=2, D=64, lens=[8192], bs=128)
+    inp = case.inputs
+    bp, M = inp["block_position"], inp["block_table"].shape[1]
+    bp[0, 0, :32] = SENTINEL
+    bp[0, 0, 32:64] = _rng(46).integers(0, M, size=32)
+    inp["block_table"][0, :] = _rng(47).permutation(inp["key_list"].shape[0])[:M]
+    if offsets:
+        inp["antiquant_offset"][1] = 3.0   # large, of one sign: a lost term would show
+        check_case(case)
+        return
+    inp["pse_shift"][0, :2] = -np.inf      # query heads 0 and 1 read KV head 0
+    with np.errstate(invalid="ignore"):    # the golden's exp(-inf - -inf)
+        gold = case.golden().out
+    assert np.isnan(gold[0, :2]).all() and np.isfinite(gold[0, 2:]).all()
+    got = result_np(op()(**case.kwargs("torch"))).astype(np.float64)
+    assert np.isnan(got[0, :2]).all(), "head whose every token is at -inf: NaN, not 0"
+    atol, rtol = case.tol()
+    np.testing.assert_allclose(got[0, 2:], gold[0, 2:], atol=atol, rtol=rtol)

@@ -270,6 +270,14 @@ def _():
     k = kw_of(paged("paged3")); k["block_size"] = 0; return k
 
 
+@case("block_size:zero-with-blocks-of-zero-rows", VE, "block_size")
+def _():
+    # A cache whose blocks hold 0 rows matches block_size 0 in shape: only the check of
+    # block_size itself stands between it and a division by zero.
+    k = kw_of(paged("paged3")); k["block_size"] = 0
+    k["key_list"] = k["key_list"][:, :0].contiguous(); k["value_list"] = k["value_list"][:, :0].contiguous(); return k
+
+
 @case("block_size:negative", VE, "block_size")
 def _():
     k = kw_of(paged("paged3")); k["block_size"] = -4; return k

@@ -265,6 +265,21 @@ def test_nonfinite_in_one_chunk_of_a_split_call(where, threads):
         assert _heads_nan(_run(q, k, v, pse_shift=pse, scale_value=0.125)) == [True, False], isa
 
 
+@pytest.mark.parametrize("chunk", [0, 1, 3])
+def test_chunk_whose_every_score_is_nan(chunk):
+    """Two threads cut 8192 tokens into chunks of 2048 (plan.c); every key of one chunk is NaN,
+    so its state has no finite maximum at all. The merge must still pass the NaN on to both
+    query heads, wherever that chunk falls."""
+    import custom_ops
+
+    custom_ops.set_num_threads(2)
+    for isa in _isas():
+        custom_ops.set_isa(isa)
+        q, k, v = _setup(N=2, KVN=1, D=64, S=8192, seed=chunk)
+        k[0, 0, chunk * 2048:(chunk + 1) * 2048] = NAN
+        assert _heads_nan(_run(q, k, v, scale_value=0.125)) == [True, True], isa
+
+
 @pytest.mark.parametrize("bad", [INF, NAN])
 def test_pse_plus_inf_or_nan_gives_nan_for_that_head(bad):
     q, k, v = _setup()
