@@ -171,8 +171,8 @@ IFA_API ifa_status ifa_incre_flash_attention_v5(const ifa_params *params, ifa_te
 
 /* ---- Runtime settings ------------------------------------------------------------------------ */
 
-/* Threads used by one call (>= 1). The default comes from IFA_NUM_THREADS, else the number of
- * online CPUs. n < 1 is an error. */
+/* Threads used by one call, 1 to 1024. The default comes from IFA_NUM_THREADS, else the number of
+ * online CPUs. n outside [1, 1024] is an error. */
 IFA_API ifa_status ifa_set_num_threads(int n);
 IFA_API int ifa_get_num_threads(void);
 

@@ -260,7 +260,7 @@ def validate(
 
 
 def set_num_threads(n):
-    """Sets the number of threads one call uses (n >= 1), for the whole process."""
+    """Sets the number of threads one call uses (1 <= n <= 1024), for the whole process."""
     _C.set_num_threads(n)
 
 

@@ -455,6 +455,35 @@ static void test_qk_bf16q_edges(void) { sweep_optional("qk_bf16_qbf16", has_qk_b
 static void test_pv_q16_edges(void) { sweep_optional("pv_i8_q16", has_pv_q16, check_pv_q16, 113u); }
 static void test_pv_bf16p_edges(void) { sweep_optional("pv_bf16_pbf16", has_pv_bf16p, check_pv_bf16p, 127u); }
 
+/* pv_bf16_pbf16 rounds the weights to bfloat16 before they meet V (kernels.h), in the reference
+ * too: the sweeps compare every table with the reference, so a reference that skipped the
+ * rounding would only move the comparison. V rows of ones; the weights 1 + 2^-9 (rounds down to
+ * 1), 1 + 3 * 2^-9 (up to 1 + 2^-7) and 0.1f (to 0.10009765625): every sum exact in float32. */
+static void test_pv_bf16p_rounds_weights(void)
+{
+    enum { G = 2, D = 9, N = 3 };
+    const ifa__kernel_table *tables[3] = { &ifa__kernels_ref };
+    const int count = 1 + isa_tables(tables + 1, 0);
+    uint16_t row[D];
+    for (int d = 0; d < D; d++) row[d] = 0x3F80u; /* 1.0 */
+    const void *rows[N] = { row, row, row };
+    const float w[N] = { 1.0f + 0x1p-9f, 1.0f + 3 * 0x1p-9f, 0.1f };
+    float p[G * N], acc[G * D];
+    for (int g = 0; g < G; g++)
+        for (int i = 0; i < N; i++) p[g * N + i] = (g + 1) * w[i];
+    for (int ti = 0; ti < count; ti++) {
+        if (!has_pv_bf16p(tables[ti])) continue;
+        for (int j = 0; j < G * D; j++) acc[j] = 0.0f;
+        tables[ti]->pv_bf16_pbf16(p, N, G, D, rows, N, acc, IFA__NO_PREFETCH);
+        for (int g = 0; g < G; g++) {
+            const float want = (float)(g + 1) * (1.0f + (1.0f + 0x1p-7f) + 0.10009765625f);
+            for (int d = 0; d < D; d++)
+                CHECK_MSG(acc[g * D + d] == want, "%s pv_bf16_pbf16: acc[%d][%d] = %.9g, want %.9g",
+                          tables[ti]->isa, g, d, (double)acc[g * D + d], (double)want);
+        }
+    }
+}
+
 /* The last row of an odd n pairs with a partner the kernels make up (kernels.h): zeros for
  * bfloat16, since 0 * Inf is NaN where the reference, which has no partner, gives Inf. An Inf in
  * that last row must come out as the reference's Inf in every table with pv_bf16_pbf16. */
@@ -837,6 +866,61 @@ static void test_f32_to_f16_rounding(void)
     tst_note("%lld neighbour pairs", (long long)checked);
 }
 
+/* Every table's f32_to_f16 (the output conversion, VCVTPS2PH on x86) against ifa__f32_to_f16,
+ * which test_f32_to_f16_rounding checks: bit for bit on the same inputs (every half, the midpoints
+ * between neighbours and the floats on either side of them) and the specials. The whole array
+ * goes through the vector loop; rows of 0-17 floats at every start through its tail as well. */
+static void test_f32_to_f16_tables(void)
+{
+    const ifa__kernel_table *tables[3] = { &ifa__kernels_ref };
+    const int count = 1 + isa_tables(tables + 1, 0);
+    static const float specials[] = { 65519.99f, 65520.0f, -65520.0f, 1e30f, INFINITY, -INFINITY,
+                                      NAN, 1e-10f, -1e-10f, 0.0f, -0.0f, 5.9604645e-08f, 2.9802322e-08f };
+    const int64_t cap = 8 * 0x7C00 + NELEMS(specials);
+    float *src = malloc((size_t)cap * sizeof *src);
+    uint16_t *got = malloc((size_t)(cap + 1) * sizeof *got);
+    int64_t n = 0;
+    for (uint32_t h = 0; h < 0x7C00u; h++)
+        for (uint32_t sign = 0; sign <= 0x8000u; sign += 0x8000u) {
+            const float fa = ifa__f16_to_f32((uint16_t)(h | sign));
+            src[n++] = fa;
+            if (h + 1 >= 0x7C00u) continue;
+            const float fb = ifa__f16_to_f32((uint16_t)((h + 1) | sign));
+            const float mid = (float)(((double)fa + (double)fb) / 2.0);
+            src[n++] = mid;
+            src[n++] = nextafterf(mid, fa);
+            src[n++] = nextafterf(mid, fb);
+        }
+    for (int64_t i = 0; i < NELEMS(specials); i++) src[n++] = specials[i];
+    int64_t rows = 0;
+    for (int ti = 0; ti < count; ti++) {
+        const ifa__kernel_table *t = tables[ti];
+        got[n] = 0xABCDu;
+        t->f32_to_f16(src, n, got);
+        int64_t bad = -1;
+        for (int64_t i = 0; i < n && bad < 0; i++)
+            if (got[i] != ifa__f32_to_f16(src[i])) bad = i;
+        const float x = bad < 0 ? 0.0f : src[bad];
+        CHECK_MSG(bad < 0, "%s f32_to_f16 of %.9g: 0x%04x, want 0x%04x", t->isa, (double)x,
+                  bad < 0 ? 0u : got[bad], ifa__f32_to_f16(x));
+        CHECK_MSG(got[n] == 0xABCDu, "%s f32_to_f16 wrote past %lld halves", t->isa, (long long)n);
+        /* Short rows over the specials and their neighbours, at every start. */
+        for (int64_t len = 0; len <= 17; len++)
+            for (int64_t start = n - NELEMS(specials) - 17; start + len <= n; start++, rows++) {
+                got[len] = 0xABCDu;
+                t->f32_to_f16(src + start, len, got);
+                for (int64_t i = 0; i < len; i++)
+                    CHECK_MSG(got[i] == ifa__f32_to_f16(src[start + i]), "%s f32_to_f16 row of %lld at %lld: "
+                              "element %lld", t->isa, (long long)len, (long long)start, (long long)i);
+                CHECK_MSG(got[len] == 0xABCDu, "%s f32_to_f16 row of %lld wrote past it", t->isa,
+                          (long long)len);
+            }
+    }
+    tst_note("%lld floats and %lld short rows over %d tables", (long long)n, (long long)rows, count);
+    free(src);
+    free(got);
+}
+
 int main(int argc, char **argv)
 {
     printf("ISAs available to the library: %s\n", ifa_isa_available());
@@ -848,11 +932,13 @@ int main(int argc, char **argv)
         TST_CASE(test_pv_q16_edges),
         TST_CASE(test_pv_bf16p_edges),
         TST_CASE(test_pv_bf16p_inf_last_row),
+        TST_CASE(test_pv_bf16p_rounds_weights),
         TST_CASE(test_softmax),
         TST_CASE(test_exp_range),
         TST_CASE(test_prefetch_stream),
         TST_CASE(test_row_scale),
         TST_CASE(test_f32_to_f16_rounding),
+        TST_CASE(test_f32_to_f16_tables),
     };
     return tst_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }

@@ -7,6 +7,8 @@
  *   pool_every_item_once      several callers run ifa__parallel_for at once (the pool serves one,
  *                             the others run serially): every item of every loop runs exactly
  *                             once, with a thread index in bounds.
+ *   pool_thread_index_in_bounds  one caller, items slow enough that every helper takes some:
+ *                             each thread index is below max_threads.
  *   calls_identical_to_serial 6 threads call ifa_incre_flash_attention_v5 on mixed cases
  *                             (paged+position f16, contiguous bf16, list f32, int8 KV, full quant)
  *                             with their own outputs: results bit-identical to serial calls.
@@ -82,6 +84,42 @@ static void test_pool_every_item_once(void) {
     for (int i = 0; i < POOL_CALLERS; i++) {
         pthread_join(th[i], NULL);
         CHECK_MSG(callers[i].bad == 0, "caller %d: %d items run the wrong number of times", i, callers[i].bad);
+    }
+}
+
+/* Items of 300 us: every helper the loop wakes is up before the caller has run them all, so
+ * each index the pool hands out is seen. With several callers (above) the helpers often come too
+ * late to take an item, and one index past the last would go unnoticed. */
+typedef struct slow_job {
+    atomic_int used[8];
+    atomic_int bad_thread;
+    int max_threads;
+} slow_job;
+
+static void slow_item(void *ctx, size_t item, int thread) {
+    (void)item;
+    slow_job *job = ctx;
+    if (thread < 0 || thread >= job->max_threads || thread >= 8)
+        atomic_fetch_add(&job->bad_thread, 1);
+    else
+        atomic_store(&job->used[thread], 1);
+    const struct timespec pause = { 0, 300000 };
+    nanosleep(&pause, NULL);
+}
+
+static void test_pool_thread_index_in_bounds(void) {
+    for (int max_threads = 2; max_threads <= 4; max_threads++) {
+        slow_job job;
+        for (int i = 0; i < 8; i++) atomic_init(&job.used[i], 0);
+        atomic_init(&job.bad_thread, 0);
+        job.max_threads = max_threads;
+        ifa__parallel_for((size_t)(16 * max_threads), slow_item, &job, max_threads);
+        int used = 0;
+        for (int i = 0; i < 8; i++) used += atomic_load(&job.used[i]);
+        CHECK_MSG(atomic_load(&job.bad_thread) == 0, "max_threads %d: %d items got an index out of bounds",
+                  max_threads, atomic_load(&job.bad_thread));
+        /* Not checked: a helper the host schedules late may find no item left. */
+        tst_note("max_threads %d: %d thread indices used", max_threads, used);
     }
 }
 
@@ -285,6 +323,7 @@ static void test_errors_stay_per_thread(void) {
 int main(int argc, char **argv) {
     static const tst_case cases[] = {
         TST_CASE(test_pool_every_item_once),
+        TST_CASE(test_pool_thread_index_in_bounds),
         TST_CASE(test_calls_identical_to_serial),
         TST_CASE(test_settings_change_during_calls),
         TST_CASE(test_errors_stay_per_thread),

@@ -675,6 +675,27 @@ def test_scores_far_below_any_finite_start(forced_isa):
     assert torch.allclose(got[0, :, 0].double(), want.expand(2, D), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("forced_isa", ISAS, indirect=True)
+def test_weight_at_the_edge_of_the_normal_floats(forced_isa):
+    """A score exactly 86.5 below the maximum weighs exp(-86.5) = 2.6e-38, still a normal float
+    (the AVX2 softmax's fast exp covers x >= -86.5, kernels.h); a masked token beside it in the
+    same 8 weighs nothing. That token's V of 1e38 makes the weight visible in the output:
+    about 2.6 where a weight of 0 would give 0. float32, a zero query: the scores are the pse."""
+    S, D = 8, 4
+    q = torch.zeros(1, 1, 1, D)
+    k = torch.ones(1, 1, S, D)
+    v = torch.zeros(1, 1, S, D)
+    v[0, 0, 1] = 1e38
+    pse = torch.zeros(1, 1, 1, S)
+    pse[0, 0, 0, 1] = -86.5
+    mask = torch.zeros(1, S, dtype=torch.bool)
+    mask[0, 2] = True
+    got = op()(q, [k], [v], pse_shift=pse, attention_mask=mask, num_heads=1, layout="BNSD")
+    w = np.exp(-86.5)
+    want = float(v[0, 0, 1, 0]) * w / (S - 2 + w)       # six tokens weigh 1
+    assert abs(float(got[0, 0, 0, 0]) - want) <= 1e-5 * want, (float(got[0, 0, 0, 0]), want)
+
+
 def test_full_quantisation_is_never_split(restore_threads):
     """An int8 query quantises P against each head's maximum over all its tokens (SPEC 7), which
     a chunk of a split-KV call could not know: a long call on two threads must match the golden.

@@ -75,15 +75,18 @@ def _isas():
     return list(custom_ops.isa_available())
 
 
+@pytest.mark.parametrize("D,at", [(16, 3), (13, 0)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_nan_in_query_poisons_only_its_head(dtype):
+def test_nan_in_query_poisons_only_its_head(dtype, D, at):
+    """D = 13 with the NaN at element 0: a qk tail that read one element past head 0's 13 would
+    meet it (a zero K lane times NaN is NaN)."""
     import custom_ops
 
     for isa in _isas():
         custom_ops.set_isa(isa)
-        q, k, v = _setup(dtype=dtype)
+        q, k, v = _setup(dtype=dtype, D=D)
         base = _run(q, k, v)
-        q[0, 1, 0, 3] = NAN
+        q[0, 1, 0, at] = NAN
         out = _run(q, k, v)
         assert _heads_nan(out) == [False, True, False, False], isa
         assert torch.equal(out[0, [0, 2, 3]], base[0, [0, 2, 3]]), isa

@@ -72,7 +72,10 @@ def golden_select(q, summ, table, lengths, bs, k, sink, KVN):
             blks = table[b, :n].numpy().astype(np.int64)
             lo, hi = summ[blks, h, 0], summ[blks, h, 1]          # (n, D)
             qs = q[b, h * G:(h + 1) * G]                          # (G, D)
-            s = np.maximum(qs[:, None] * hi[None], qs[:, None] * lo[None]).sum(-1).max(0)
+            # A NaN score ranks below everything (docs/selection.md): the group's score is the
+            # largest of its heads' that are not NaN, and NaN if all are.
+            s = np.fmax.reduce(np.maximum(qs[:, None] * hi[None], qs[:, None] * lo[None]).sum(-1), axis=0)
+            s = np.where(np.isnan(s), -np.inf, s)
             middle = sorted(range(sink, n - 1), key=lambda j: (-s[j], j))[: k - sink - 1]
             sel[b, h] = list(range(sink)) + sorted(middle) + [n - 1]
             scores[b, h] = s
@@ -192,6 +195,27 @@ def test_update_matches_full(new):
     assert changed <= touched
 
 
+def test_update_of_a_block_two_sequences_share():
+    """Sequence 0's page 5 and sequence 1's page 3 are one physical block, and both gain tokens
+    in it: 2 rows of it are valid for sequence 0 and 3 for sequence 1. The update must summarise
+    the block over the 3 rows, as page_summaries does (a block keeps its reference with the most
+    rows), not over the 2 of the other reference."""
+    keys, cache, table, lengths = make_case(3, lengths=[20, 14, 1])
+    table[1, 3] = table[0, 5]
+    s = custom_ops.page_summaries(cache, table, lengths, key_num_heads=2)
+    view = cache.view(cache.shape[0], 4, 2, 16)
+    blk = int(table[0, 5])
+    view[blk, :2] = torch.rand(2, 2, 16, generator=torch.Generator().manual_seed(9)) - 0.5
+    view[blk, 2] = 9.0                      # sequence 1's token 14: only its reference covers it
+    lengths = [22, 15, 1]
+    custom_ops.update_page_summaries(s, cache, table, lengths, [2, 1, 0], key_num_heads=2)
+    want = golden_summaries(view.double(), table, lengths, 4)
+    assert want[blk, :, 1].max() == 9.0
+    np.testing.assert_array_equal(s.numpy(), want)
+    np.testing.assert_array_equal(custom_ops.page_summaries(cache, table, lengths, key_num_heads=2).numpy(),
+                                  want)
+
+
 # ---- Selection -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", ["BSH", "BSND", "BNSD"])
@@ -228,6 +252,52 @@ def test_select_ties_exact(forced_isa):
         gsel, glens, gsc = golden_select(q.double().numpy(), s.double().numpy(), table, lengths,
                                          4, k, sink, 2)
         check_selection(pos, lens, gsel, glens, gsc, k, sink, 4, lengths, exact=True)
+
+
+def _select(q, s, table, lengths, N, KVN, k, sink, bs=4):
+    pos, lens = custom_ops.select_blocks(q.reshape(q.shape[0], 1, -1), s, table, lengths, k=k,
+                                         sink_pages=sink, num_heads=N, key_num_heads=KVN,
+                                         block_size=bs)
+    gsel, glens, gsc = golden_select(q.double().numpy(), s.double().numpy(), table, lengths, bs, k,
+                                     sink, KVN)
+    return pos, lens, gsel, glens, gsc
+
+
+@pytest.mark.parametrize("forced_isa", ISAS, indirect=True)
+def test_select_negative_scores(forced_isa):
+    """Every key in [-3, -1] and every query element in [0.5, 1.5]: every page scores below zero,
+    where the order of the scores' bit patterns is reversed (select_blocks.c, score_key)."""
+    keys, cache, table, lengths = make_case(14, N=4, KVN=2, M=16, lengths=[63, 50, 33])
+    cache = -(cache.abs() + 1.0)
+    s = custom_ops.page_summaries(cache, table, lengths, key_num_heads=2)
+    q = torch.rand(3, 4, 16, generator=torch.Generator().manual_seed(2)) + 0.5
+    for k, sink in ((5, 1), (8, 0)):
+        pos, lens, gsel, glens, gsc = _select(q, s, table, lengths, 4, 2, k, sink)
+        assert all((v < 0).all() for v in gsc.values())
+        check_selection(pos, lens, gsel, glens, gsc, k, sink, 4, lengths, exact=False)
+
+
+@pytest.mark.parametrize("forced_isa", ISAS, indirect=True)
+def test_select_nan_scores_rank_last(forced_isa):
+    """docs/selection.md: a NaN score ranks below everything. Pages whose summaries hold a NaN
+    (for KV head 0) are chosen only when too few others remain; a query head that is NaN leaves
+    its group's scores to the other head (KV head 1: query head 2 is NaN, head 3 decides)."""
+    keys, cache, table, lengths = make_case(15, N=4, KVN=2, M=16, lengths=[63, 50, 33])
+    s = custom_ops.page_summaries(cache, table, lengths, key_num_heads=2)
+    nan_pages = {0: [2, 3, 7, 9, 10], 1: [1, 4, 5], 2: [3, 4, 5, 6]}
+    for b, pages in nan_pages.items():
+        for j in pages:
+            s[int(table[b, j]), 0, :, 5] = float("nan")
+    q = torch.rand(3, 4, 16, generator=torch.Generator().manual_seed(3)) * 4 - 2
+    q[:, 2] = float("nan")
+    for k, sink in ((5, 1), (12, 0), (9, 2)):
+        pos, lens, gsel, glens, gsc = _select(q, s, table, lengths, 4, 2, k, sink)
+        check_selection(pos, lens, gsel, glens, gsc, k, sink, 4, lengths, exact=False)
+        for b, pages in nan_pages.items():
+            n = -(-lengths[b] // 4)
+            nan_middle = {j for j in pages if sink <= j < n - 1}
+            if n > k and n - 1 - sink - len(nan_middle) >= k - sink - 1:
+                assert not nan_middle & set(np.asarray(pos[b, 0]).tolist()), (b, k, sink)
 
 
 def test_select_edges():

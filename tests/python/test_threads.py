@@ -36,6 +36,12 @@ def test_set_get_num_threads(restore_threads):
     with pytest.raises(TypeError, match="^n: expected an int"):
         co.set_num_threads(True)
     assert co.get_num_threads() == 3
+    # The range is [1, 1024], both ends included (ifa.h).
+    co.set_num_threads(1024)
+    assert co.get_num_threads() == 1024
+    with pytest.raises(ValueError, match="1024"):
+        co.set_num_threads(1025)
+    assert co.get_num_threads() == 1024
 
 
 @pytest.mark.parametrize("nthreads", [1, 2])
