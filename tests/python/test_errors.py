@@ -747,6 +747,16 @@ def test_numpy_errors_name_the_parameter():
         op()(**kw)
 
 
+def test_messages_write_shapes_as_python_does():
+    """Shapes in messages read as Python tuples: "(2,)" for one dimension, "(2, 3)" for two."""
+    k = kw_of(contig(form="pad")); k["kv_padding_size"] = torch.tensor([0, 1], dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"got shape \(2,\)$"):
+        op()(**k)
+    k = kw_of(paged("paged3")); k["block_table"] = k["block_table"][:1].contiguous()
+    with pytest.raises(ValueError, match=r"got \(1, \d+\)$"):
+        op()(**k)
+
+
 def test_huge_sizes_do_not_crash():
     """SPEC 10: sizes checked for overflow; no abort or out-of-buffer read whatever the input."""
     c = paged("paged3")
