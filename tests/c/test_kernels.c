@@ -455,6 +455,22 @@ static void test_qk_bf16q_edges(void) { sweep_optional("qk_bf16_qbf16", has_qk_b
 static void test_pv_q16_edges(void) { sweep_optional("pv_i8_q16", has_pv_q16, check_pv_q16, 113u); }
 static void test_pv_bf16p_edges(void) { sweep_optional("pv_bf16_pbf16", has_pv_bf16p, check_pv_bf16p, 127u); }
 
+/* The reference qk, the oracle of the sweeps, sums in double: a float32 row that cancels 2^24
+ * against -2^24 around 62 ones scores exactly 62, where a float32 sum in order loses the ones
+ * (2^24 + 1 rounds to 2^24) and gives 0. The ISA kernels sum in float32 lanes and are held to
+ * the tolerance instead. */
+static void test_ref_qk_sums_in_double(void)
+{
+    enum { D = 64 };
+    float q[D], row[D], score = -1.0f;
+    for (int d = 0; d < D; d++) q[d] = 1.0f, row[d] = 1.0f;
+    row[0] = 0x1p24f;
+    row[D - 1] = -0x1p24f;
+    const void *rows[1] = { row };
+    ifa__kernels_ref.qk[IFA__KV_F32](q, 1, D, rows, 1, 1, &score, 1, IFA__NO_PREFETCH);
+    CHECK_MSG(score == 62.0f, "ref qk of a cancelling row: %.9g, want 62", (double)score);
+}
+
 /* pv_bf16_pbf16 rounds the weights to bfloat16 before they meet V (kernels.h), in the reference
  * too: the sweeps compare every table with the reference, so a reference that skipped the
  * rounding would only move the comparison. V rows of ones; the weights 1 + 2^-9 (rounds down to
@@ -933,6 +949,7 @@ int main(int argc, char **argv)
         TST_CASE(test_pv_bf16p_edges),
         TST_CASE(test_pv_bf16p_inf_last_row),
         TST_CASE(test_pv_bf16p_rounds_weights),
+        TST_CASE(test_ref_qk_sums_in_double),
         TST_CASE(test_softmax),
         TST_CASE(test_exp_range),
         TST_CASE(test_prefetch_stream),
