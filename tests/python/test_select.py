@@ -74,7 +74,8 @@ def golden_select(q, summ, table, lengths, bs, k, sink, KVN):
             qs = q[b, h * G:(h + 1) * G]                          # (G, D)
             # A NaN score ranks below everything (docs/selection.md): the group's score is the
             # largest of its heads' that are not NaN, and NaN if all are.
-            s = np.fmax.reduce(np.maximum(qs[:, None] * hi[None], qs[:, None] * lo[None]).sum(-1), axis=0)
+            per_head = np.maximum(qs[:, None] * hi[None], qs[:, None] * lo[None]).sum(-1)
+            s = np.fmax.reduce(per_head, axis=0)
             s = np.where(np.isnan(s), -np.inf, s)
             middle = sorted(range(sink, n - 1), key=lambda j: (-s[j], j))[: k - sink - 1]
             sel[b, h] = list(range(sink)) + sorted(middle) + [n - 1]
@@ -212,8 +213,8 @@ def test_update_of_a_block_two_sequences_share():
     want = golden_summaries(view.double(), table, lengths, 4)
     assert want[blk, :, 1].max() == 9.0
     np.testing.assert_array_equal(s.numpy(), want)
-    np.testing.assert_array_equal(custom_ops.page_summaries(cache, table, lengths, key_num_heads=2).numpy(),
-                                  want)
+    full = custom_ops.page_summaries(cache, table, lengths, key_num_heads=2)
+    np.testing.assert_array_equal(full.numpy(), want)
 
 
 # ---- Selection -------------------------------------------------------------------------------
