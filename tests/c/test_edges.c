@@ -529,8 +529,9 @@ static void test_zero_element_optionals_are_absent(void)
         fx_case *fc = fx_build(&a, seed++, &c);
         const int64_t empty1[1] = { 0 };
         const int64_t empty4[4] = { 2, 2, 1, 0 };
+        const int64_t empty8[8] = { 1, 1, 1, 1, 1, 1, 1, 0 }; /* the largest rank, IFA_MAX_RANK */
         fc->p.pse_shift = fx_dense(&a, IFA_DTYPE_FLOAT16, 4, empty4);
-        fc->p.attention_mask = fx_dense(&a, IFA_DTYPE_BOOL, 1, empty1);
+        fc->p.attention_mask = fx_dense(&a, IFA_DTYPE_BOOL, 8, empty8);
         fc->p.quant_scale2 = fx_dense(&a, IFA_DTYPE_FLOAT32, 1, empty1);
         fc->p.quant_offset2 = fx_dense(&a, IFA_DTYPE_FLOAT32, 1, empty1);
         fc->p.antiquant_scale = fx_dense(&a, IFA_DTYPE_FLOAT16, 1, empty1);

@@ -136,11 +136,13 @@ OPTIONAL_TENSORS = ["pse_shift", "attention_mask", "dequant_scale1", "quant_scal
                     "block_table", "kv_padding_size", "block_position"]
 
 
+@pytest.mark.parametrize("shape", [(0,), (2, 0, 3), (1,) * 7 + (0,)])
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
-def test_empty_tensor_means_absent(backend):
+def test_empty_tensor_means_absent(backend, shape):
+    """Any tensor with no elements is absent, whatever its rank, up to the largest (8)."""
     case = make_case(_rng(9), layout="BSND", form="contig", qdtype="float16", B=2, KVN=2, D=16,
                      lens=[6, 3])
-    mk = (lambda: torch.empty(0)) if backend == "torch" else (lambda: np.empty(0, np.float32))
+    mk = (lambda: torch.empty(shape)) if backend == "torch" else (lambda: np.empty(shape, np.float32))
     over = {n: mk() for n in OPTIONAL_TENSORS}
     got = op()(**case.kwargs(backend, **over))
     assert_matches(case, got, backend=backend)
