@@ -108,8 +108,9 @@ typedef struct ifa_tensor {
     int64_t strides[IFA_MAX_RANK];
 } ifa_tensor;
 
-/* A view with the given shape; strides NULL means C-contiguous (row-major). A rank outside
- * [0, IFA_MAX_RANK] gives an absent view. */
+/* A view with the given shape; strides NULL means C-contiguous (row-major; a dimension of size 0
+ * counts as 1 in the strides before it, as in torch). A rank outside [0, IFA_MAX_RANK] gives an
+ * absent view. */
 IFA_API ifa_tensor ifa_tensor_make(const void *data, ifa_dtype dtype, int32_t rank,
                                    const int64_t *shape, const int64_t *strides);
 

@@ -84,6 +84,14 @@ static void test_tensor_make(void)
     CHECK_EQ_I64(t.strides[IFA_MAX_RANK - 1], 1);
     CHECK_EQ_I64(t.strides[0], 16);
 
+    /* A dimension of size 0 steps the ones before it as if it were 1, as torch's
+     * empty(3, 0, 4).stride() = (4, 4, 1). */
+    const int64_t with_zero[3] = { 3, 0, 4 };
+    t = ifa_tensor_make(buf, IFA_DTYPE_FLOAT32, 3, with_zero, NULL);
+    CHECK_EQ_I64(t.strides[0], 4);
+    CHECK_EQ_I64(t.strides[1], 4);
+    CHECK_EQ_I64(t.strides[2], 1);
+
     ifa_tensor none = ifa_tensor_none();
     CHECK(none.dtype == IFA_DTYPE_NONE);
     CHECK(none.data == NULL);
