@@ -99,7 +99,7 @@ typedef struct slow_job {
 static void slow_item(void *ctx, size_t item, int thread) {
     (void)item;
     slow_job *job = ctx;
-    if (thread < 0 || thread >= job->max_threads || thread >= 8)
+    if (thread < 0 || thread >= job->max_threads) /* max_threads <= 4 < 8 */
         atomic_fetch_add(&job->bad_thread, 1);
     else
         atomic_store(&job->used[thread], 1);

@@ -50,8 +50,8 @@ def restore_threads(custom_ops_mod):
 @pytest.fixture
 def forced_isa(custom_ops_mod, request):
     """Runs the test on the ISA named by its parameter (indirect=True; cases.ISAS names them
-    all), skipped with a reason
-    where this CPU or build lacks it, and restores the ISA chosen before."""
+    all), skipped with a reason where this CPU or build lacks it, and restores the ISA chosen
+    before."""
     name = request.param
     if name not in custom_ops_mod.isa_available():
         pytest.skip(f"ISA {name} not available here (available: {custom_ops_mod.isa_available()})")

@@ -236,6 +236,16 @@ def test_select_golden(layout, dtype, N, KVN, k, sink):
     check_selection(pos, lens, gsel, glens, gsc, k, sink, 4, lengths, exact=False)
 
 
+def _select(q, s, table, lengths, N, KVN, k, sink, bs=4):
+    """select_blocks on q (B, N, D), passed in BSH, and the golden's answer beside it."""
+    pos, lens = custom_ops.select_blocks(q.reshape(q.shape[0], 1, -1), s, table, lengths, k=k,
+                                         sink_pages=sink, num_heads=N, key_num_heads=KVN,
+                                         block_size=bs)
+    gsel, glens, gsc = golden_select(q.double().numpy(), s.double().numpy(), table, lengths, bs, k,
+                                     sink, KVN)
+    return pos, lens, gsel, glens, gsc
+
+
 @pytest.mark.parametrize("forced_isa", ISAS, indirect=True)
 def test_select_ties_exact(forced_isa):
     # Integer data: exact scores, many identical pages; the lower page must win every tie.
@@ -247,21 +257,8 @@ def test_select_ties_exact(forced_isa):
     s = custom_ops.page_summaries(cache, table, lengths, key_num_heads=2)
     q = torch.randint(-2, 3, (3, 4, 16), generator=torch.Generator().manual_seed(1)).float()
     for k, sink in ((7, 1), (12, 0), (3, 2)):
-        pos, lens = custom_ops.select_blocks(q.view(3, 1, 64), s, table, lengths, k=k,
-                                             sink_pages=sink, num_heads=4, key_num_heads=2,
-                                             block_size=4)
-        gsel, glens, gsc = golden_select(q.double().numpy(), s.double().numpy(), table, lengths,
-                                         4, k, sink, 2)
+        pos, lens, gsel, glens, gsc = _select(q, s, table, lengths, 4, 2, k, sink)
         check_selection(pos, lens, gsel, glens, gsc, k, sink, 4, lengths, exact=True)
-
-
-def _select(q, s, table, lengths, N, KVN, k, sink, bs=4):
-    pos, lens = custom_ops.select_blocks(q.reshape(q.shape[0], 1, -1), s, table, lengths, k=k,
-                                         sink_pages=sink, num_heads=N, key_num_heads=KVN,
-                                         block_size=bs)
-    gsel, glens, gsc = golden_select(q.double().numpy(), s.double().numpy(), table, lengths, bs, k,
-                                     sink, KVN)
-    return pos, lens, gsel, glens, gsc
 
 
 @pytest.mark.parametrize("forced_isa", ISAS, indirect=True)
